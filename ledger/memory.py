@@ -77,6 +77,7 @@ class MemoryStore:
             "streams": len(self._streams),
             "appends": self._appends,
             "commits": self._appends,
+            "events_per_commit": round(len(self._records) / self._appends, 2) if self._appends else 0.0,
         }
 
     def subscribe(self, callback: Subscriber) -> None:
