@@ -1,0 +1,1 @@
+"""The HTTP gateway: routes, request models, pipeline, providers, config and CLI."""

@@ -1,0 +1,226 @@
+"""The quart-trio application: routes, auth, and errors in OpenAI's shape.
+
+Handlers stay thin: they authenticate, validate, and hand work to the pipeline or read a
+projection. Every error leaves as ``{"error": {...}}`` (CONTRACT), including Quart's own
+404/405/413 and any unexpected exception (logged, never echoed with a traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import aclosing
+from typing import Any, Optional
+
+import orjson
+from quart import Response, make_response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from gateway.errors import ApiError, invalid, not_found, unauthorized, upstream_error
+from gateway.pipeline import ResponseRun, UpstreamFailedEarly
+from gateway.responses_request import check_model_rules, parse_create_request
+from gateway.services import Services
+from ledger.events import ResponseDeleted
+from ledger.store import NewEvent
+from projections.responses import response_stream
+from projections.tenancy import KeyInfo
+from projections.wire import render_stream, sorted_json
+
+log = logging.getLogger("assistiv.gateway")
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+LIST_LIMIT_MAX = 100
+MODEL_CREATED_AT = 1_735_689_600  # fixed "created" of configured models (2025-01-01), stable across restarts
+
+
+def json_response(body: Any, status: int = 200, headers: Optional[dict[str, str]] = None) -> Response:
+    return Response(orjson.dumps(body), status=status, headers=headers, content_type="application/json")
+
+
+def error_response(error: ApiError) -> Response:
+    return json_response(error.body(), error.status, error.headers)
+
+
+def authenticate(services: Services) -> KeyInfo:
+    """The caller's key from ``Authorization: Bearer``; 401 unless known, active and unexpired."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, raw = header.partition(" ")
+    if scheme.lower() != "bearer" or not raw.strip():
+        raise unauthorized("Missing API key. Send 'Authorization: Bearer <key>'.")
+    info = services.tenancy.lookup(raw.strip())
+    if info is None:
+        raise unauthorized("Incorrect API key provided.")
+    if info.revoked:
+        raise unauthorized("This API key has been revoked.")
+    if info.expires_at is not None and info.expires_at <= time.time():
+        raise unauthorized("This API key has expired.")
+    return info
+
+
+async def json_body() -> Any:
+    data = await request.get_data()
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise invalid(f"We could not parse the JSON body of your request: {exc}.") from None
+
+
+def create_app(services: Services) -> QuartTrio:
+    app = QuartTrio("assistiv")
+    app.config["RESPONSE_TIMEOUT"] = None  # Quart's 60 s default would cut long streams
+    app.config["MAX_CONTENT_LENGTH"] = services.config.server.body_bytes_max
+    app.config["BODY_TIMEOUT"] = 60
+
+    @app.errorhandler(ApiError)
+    async def on_api_error(error: ApiError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def on_http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+        message = {413: "Request body too large."}.get(status, error.description or error.name)
+        return error_response(ApiError(status, message, code=codes.get(status)))
+
+    @app.errorhandler(Exception)
+    async def on_unexpected(error: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(ApiError(500, "The server had an error processing your request.", type_="server_error"))
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        body: dict[str, Any] = {"status": "ok", "position": services.runner.position}
+        if request.args.get("projections"):  # for `replay verify --url`: state at exactly this position
+            body["projections"] = {p.name: p.fingerprint() for p in services.runner.projections}
+        return json_response(body)
+
+    @app.get("/v1/models")
+    async def list_models() -> Response:
+        authenticate(services)
+        data = [_model_object(m) for m in services.config.usable_models()]
+        return json_response({"object": "list", "data": data})
+
+    @app.get("/v1/models/<path:model_id>")
+    async def get_model(model_id: str) -> Response:
+        authenticate(services)
+        model = services.config.model(model_id)
+        if model is None:
+            raise not_found(f"The model '{model_id}' does not exist.", "model_not_found", "model")
+        return json_response(_model_object(model))
+
+    @app.post("/v1/responses")
+    async def create_response() -> Response:
+        key = authenticate(services)
+        create = parse_create_request(await json_body())
+        model = services.config.model(create.model)
+        if model is None:
+            raise not_found(f"The model '{create.model}' does not exist or you do not have access to it.",
+                            "model_not_found", "model")
+        check_model_rules(create, model.min_output_tokens)
+        run = ResponseRun(
+            services.store,
+            services.providers[model.provider],
+            create,
+            model_id=model.id,
+            provider_name=model.provider,
+            upstream_model=model.upstream_model or model.id,
+            platform_id=key.platform_id,
+            end_user_id=key.end_user_id,
+        )
+        frames = run.frames()
+        try:
+            first = await frames.__anext__()
+        except UpstreamFailedEarly as exc:
+            raise upstream_error(f"The upstream provider failed: {exc.error.message}", exc.error.timeout) from None
+        if not create.stream:
+            async with aclosing(frames):
+                async for _ in frames:
+                    pass
+            return json_response(run.view.response_object())
+
+        async def body():
+            async with aclosing(frames):
+                yield first
+                async for chunk in frames:
+                    yield chunk
+
+        response = await make_response(body(), 200, SSE_HEADERS)
+        response.timeout = None
+        return response
+
+    @app.get("/v1/responses/<response_id>")
+    async def get_response(response_id: str) -> Response:
+        key = authenticate(services)
+        view = _owned_response(services, key, response_id)
+        if request.args.get("stream", "").lower() == "true":
+            records = await services.store.read_stream(response_stream(response_id))
+            records = [r for r in records if r.position <= view.last_position]
+            return Response(render_stream(records), status=200, headers=SSE_HEADERS)
+        return json_response(view.response_object())
+
+    @app.delete("/v1/responses/<response_id>")
+    async def delete_response(response_id: str) -> Response:
+        key = authenticate(services)
+        view = _owned_response(services, key, response_id)
+        stream = response_stream(response_id)
+        await services.store.append(
+            [NewEvent(stream, ResponseDeleted(response_id), f"{response_id}.deleted")]
+        )
+        del view
+        return json_response({"id": response_id, "object": "response", "deleted": True})
+
+    @app.get("/v1/responses/<response_id>/input_items")
+    async def list_input_items(response_id: str) -> Response:
+        key = authenticate(services)
+        view = _owned_response(services, key, response_id)
+        items = sorted_json(view.accepted.input_items)
+        order = request.args.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise invalid("Invalid 'order': expected 'asc' or 'desc'.", "order", "invalid_value")
+        limit = _int_arg("limit", 20, 1, LIST_LIMIT_MAX)
+        if order == "desc":
+            items.reverse()
+        after = request.args.get("after")
+        if after:
+            ids = [item["id"] for item in items]
+            if after not in ids:
+                raise invalid(f"Invalid 'after': no item with id '{after}'.", "after", "invalid_value")
+            items = items[ids.index(after) + 1 :]
+        page = items[:limit]
+        return json_response({
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(items) > limit,
+        })
+
+    return app
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(f"Invalid '{name}': expected an integer.", name, "invalid_type") from None
+    if not low <= value <= high:
+        raise invalid(f"Invalid '{name}': expected a value between {low} and {high}.", name, "invalid_value")
+    return value
+
+
+def _owned_response(services: Services, key: KeyInfo, response_id: str):
+    view = services.responses.get(response_id, key.platform_id, key.end_user_id)
+    if view is None:
+        raise not_found(f"Response with id '{response_id}' not found.", "response_not_found")
+    return view
+
+
+def _model_object(model) -> dict[str, Any]:
+    return {"id": model.id, "object": "model", "created": MODEL_CREATED_AT, "owned_by": model.owned_by}
+
+
+__all__ = ["create_app"]

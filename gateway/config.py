@@ -1,0 +1,117 @@
+"""Gateway configuration: built-in defaults, optionally replaced by a TOML file (CONTRACT).
+
+The built-in configuration lists the offline ``demo`` provider and its models, so the
+gateway starts with no file and no keys. A model is usable when its provider is: a demo
+provider always, others when their key variable is set (or no key is needed).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Optional
+
+import attrs
+import cattrs
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_DATA_DIR = ".assistiv"
+PROVIDER_KINDS = ("demo", "openai-chat", "openai-responses", "anthropic", "gemini")
+
+
+@attrs.frozen
+class ProviderConfig:
+    name: str
+    kind: str = attrs.field(validator=attrs.validators.in_(PROVIDER_KINDS))
+    base_url: Optional[str] = None
+    api_key_env: Optional[str] = None
+    delay_ms: int = 0  # demo only: pause before each delta (for tests of slow streams)
+
+    def api_key(self) -> Optional[str]:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    @property
+    def usable(self) -> bool:
+        return self.kind == "demo" or not self.api_key_env or bool(self.api_key())
+
+
+@attrs.frozen
+class ModelConfig:
+    id: str
+    provider: str
+    upstream_model: Optional[str] = None
+    owned_by: str = "assistiv"
+    input_usd_per_mtok: str = "0"
+    output_usd_per_mtok: str = "0"
+    cached_input_usd_per_mtok: Optional[str] = None
+    min_output_tokens: Optional[int] = None
+
+
+@attrs.frozen
+class ServerConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    body_bytes_max: int = 4 * 1024 * 1024  # request bodies above this get 413
+    graceful_timeout_s: float = 10.0  # how long in-flight streams may run on after SIGTERM
+
+
+@attrs.frozen
+class LedgerConfig:
+    url: Optional[str] = None
+
+
+@attrs.frozen
+class Config:
+    server: ServerConfig = ServerConfig()
+    ledger: LedgerConfig = LedgerConfig()
+    providers: tuple[ProviderConfig, ...] = ()
+    models: tuple[ModelConfig, ...] = ()
+
+    def provider(self, name: str) -> ProviderConfig:
+        for provider in self.providers:
+            if provider.name == name:
+                return provider
+        raise KeyError(name)
+
+    def usable_models(self) -> list[ModelConfig]:
+        usable = {p.name for p in self.providers if p.usable}
+        return [m for m in self.models if m.provider in usable]
+
+    def model(self, model_id: str) -> Optional[ModelConfig]:
+        for model in self.usable_models():
+            if model.id == model_id:
+                return model
+        return None
+
+
+BUILTIN_PROVIDERS = (
+    ProviderConfig(name="demo", kind="demo"),
+    ProviderConfig(name="demo-slow", kind="demo", delay_ms=50),
+)
+BUILTIN_MODELS = (
+    ModelConfig(id="demo", provider="demo", owned_by="assistiv"),
+    ModelConfig(id="demo-slow", provider="demo-slow", owned_by="assistiv"),
+)
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def load_config(path: Optional[str | Path] = None) -> Config:
+    """The built-in configuration, or the TOML file at ``path`` (its lists replace the built-in ones)."""
+    if path is None:
+        return Config(providers=BUILTIN_PROVIDERS, models=BUILTIN_MODELS)
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    try:
+        config = _converter.structure(raw, Config)
+    except cattrs.BaseValidationError as exc:
+        raise ValueError(f"invalid config {path}: " + "; ".join(cattrs.transform_error(exc))) from exc
+    if not config.providers:
+        config = attrs.evolve(config, providers=BUILTIN_PROVIDERS, models=BUILTIN_MODELS + config.models)
+    names = {p.name for p in config.providers}
+    for model in config.models:
+        if model.provider not in names:
+            raise ValueError(f"invalid config {path}: model {model.id!r} names unknown provider {model.provider!r}")
+    return config

@@ -1,0 +1,223 @@
+"""One response, from accepted request to terminal event, write-ahead.
+
+``ResponseRun.frames()`` is an async generator of SSE bytes. Each step appends ledger
+events (expected stream versions keep the response's stream single-writer), waits until
+they are durable, folds them into the run's ResponseView with the one renderer, and only
+then yields the rendered bytes. The streaming route sends those bytes as they come; the
+non-streaming route drains the generator and answers with the final Response object. Both
+are therefore the same function of the same ledger events.
+
+The first ``frames()`` step runs until the provider produced its first event, so an
+upstream that fails before any output can still be answered with a plain HTTP 502/504.
+
+Cancellation and disconnects: if the consumer stops (the client left: ``GeneratorExit``
+at a ``yield`` or ``Cancelled`` at an ``await``), the ``finally`` block records, shielded
+from cancellation, the interruption and the usage emitted so far; ``aclose`` of the
+provider's iterator ends the upstream call. No cancel scope is held across a ``yield``.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import aclosing
+from typing import Any, AsyncIterator, Optional
+
+import trio
+
+from gateway.providers.base import Finish, ModelCall, Provider, ProviderError, TextChunk, UsageReport
+from gateway.responses_request import CreateRequest, new_id
+from ledger.events import (
+    ErrorInfo,
+    ItemFinished,
+    ItemStarted,
+    ResponseAccepted,
+    ResponseFinished,
+    TextDelta,
+    Usage,
+)
+from ledger.store import EventStore, NewEvent
+from projections.responses import response_stream
+from projections.wire import CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT, UPSTREAM_FAILED, ResponseView
+
+CHARS_PER_TOKEN_ESTIMATE = 4  # documented estimate when the provider reports no usage
+
+
+class UpstreamFailedEarly(Exception):
+    """The provider failed before any output; the route may still answer 502/504."""
+
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens of ``text`` by the documented estimate: ceil(characters / 4)."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE)
+
+
+def model_call(request: CreateRequest, upstream_model: str) -> ModelCall:
+    """The normalized provider call for a validated request."""
+    messages = [{"role": item["role"], "content": item["content"]} for item in request.input_items
+                if item["type"] == "message"]
+    return ModelCall(
+        model=upstream_model,
+        messages=messages,
+        instructions=request.instructions,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        max_output_tokens=request.max_output_tokens,
+        text_format=request.text_format,
+    )
+
+
+class ResponseRun:
+    """Runs one response against a provider, recording every step before it is shown."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        provider: Provider,
+        request: CreateRequest,
+        *,
+        model_id: str,
+        provider_name: str,
+        upstream_model: str,
+        platform_id: str,
+        end_user_id: Optional[str] = None,
+        response_id: Optional[str] = None,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.request = request
+        self.response_id = response_id or new_id("resp")
+        self.stream = response_stream(self.response_id)
+        self.accepted = ResponseAccepted(
+            response_id=self.response_id,
+            platform_id=platform_id,
+            model=model_id,
+            provider=provider_name,
+            stream=request.stream,
+            params=request.echoed_params(),
+            input_items=request.input_items,
+            end_user_id=end_user_id,
+        )
+        self.upstream_model = upstream_model
+        self.view: Optional[ResponseView] = None
+        self._version = 0
+        self._usage: Optional[Usage] = None
+        self._finish: Optional[str] = None
+        self._text = ""
+        self._message_index: Optional[int] = None
+        self.finished = False
+
+    async def _append(self, *events: Any) -> bytes:
+        """Append events to this response's stream; return their rendered bytes once durable."""
+        batch = [
+            NewEvent(self.stream, event, f"{self.response_id}.{self._version + i + 1}", self._version + i)
+            for i, event in enumerate(events)
+        ]
+        records = await self.store.append(batch)
+        self._version = records[-1].version
+        out = b""
+        for recorded in records:
+            if self.view is None:
+                self.view, rendered = ResponseView.start(recorded)
+            else:
+                rendered = self.view.apply(recorded)
+            out += rendered
+        return out
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        """The SSE bytes of this response, each chunk durable before it is yielded."""
+        pending = await self._append(self.accepted)
+        try:
+            call = model_call(self.request, self.upstream_model)
+            async with aclosing(self.provider.stream(call)) as upstream:
+                try:
+                    async for event in upstream:
+                        out = await self._on_provider_event(event)
+                        if out:
+                            yield pending + out
+                            pending = b""
+                except ProviderError as error:
+                    if self._message_index is None and pending:
+                        await self._finish_failed(error, FAILED_BEFORE_OUTPUT)
+                        raise UpstreamFailedEarly(error) from error
+                    yield pending + await self._finish_failed(error)
+                    return
+            yield pending + await self._finish_completed()
+        finally:
+            if not self.finished:
+                with trio.CancelScope(shield=True):
+                    await self._record_disconnect()
+
+    async def _on_provider_event(self, event: Any) -> bytes:
+        if isinstance(event, TextChunk):
+            if not event.text:
+                return b""
+            out = b""
+            starts: list[Any] = []
+            if self._message_index is None:
+                self._message_index = 0
+                item = {"id": new_id("msg"), "type": "message", "status": "in_progress", "role": "assistant",
+                        "content": []}
+                starts.append(ItemStarted(self.response_id, 0, item))
+            self._text += event.text
+            out += await self._append(*starts, TextDelta(self.response_id, self._message_index, event.text))
+            return out
+        if isinstance(event, UsageReport):
+            self._usage = event.usage
+        elif isinstance(event, Finish):
+            self._finish = event.reason
+        return b""
+
+    def _usage_so_far(self) -> tuple[Usage, bool]:
+        """Reported usage, or the documented estimate (marked estimated) when none came."""
+        if self._usage is not None:
+            return self._usage, False
+        input_chars = sum(len(p.get("text", "")) for item in self.request.input_items for p in item["content"])
+        input_chars += len(self.request.instructions or "")
+        estimate = Usage(input_tokens=math.ceil(input_chars / CHARS_PER_TOKEN_ESTIMATE),
+                         output_tokens=estimate_tokens(self._text))
+        return estimate, True
+
+    def _close_item(self, status: str) -> list[Any]:
+        if self._message_index is None:
+            return []
+        return [ItemFinished(self.response_id, self._message_index, status)]
+
+    async def _finish_completed(self) -> bytes:
+        usage, estimated = self._usage_so_far()
+        if self._finish == "length":
+            status, reason = "incomplete", "max_output_tokens"
+        elif self._finish == "content_filter":
+            status, reason = "incomplete", "content_filter"
+        else:
+            status, reason = "completed", None
+        item_status = "incomplete" if status == "incomplete" else "completed"
+        out = await self._append(
+            *self._close_item(item_status),
+            ResponseFinished(self.response_id, status, usage, estimated, incomplete_reason=reason),
+        )
+        self.finished = True
+        return out
+
+    async def _finish_failed(self, error: ProviderError, interruption: str = UPSTREAM_FAILED) -> bytes:
+        usage, estimated = self._usage_so_far()
+        code = "upstream_timeout" if error.timeout else "upstream_error"
+        out = await self._append(
+            *self._close_item("incomplete"),
+            ResponseFinished(self.response_id, "failed", usage, estimated, error=ErrorInfo(code, error.message),
+                             interruption=interruption),
+        )
+        self.finished = True
+        return out
+
+    async def _record_disconnect(self) -> None:
+        usage, estimated = self._usage_so_far()
+        await self._append(
+            *self._close_item("incomplete"),
+            ResponseFinished(self.response_id, "incomplete", usage, estimated, incomplete_reason=CLIENT_DISCONNECTED,
+                             interruption=CLIENT_DISCONNECTED),
+        )
+        self.finished = True

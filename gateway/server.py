@@ -1,0 +1,81 @@
+"""``assistiv serve``: open the ledger, catch up the projections, serve HTTP until a signal.
+
+Start-up: the store's writer and the projection runner start in one nursery; on an empty
+ledger the ``default`` platform is created and its raw key printed once; hypercorn (trio
+worker) then binds (port 0 = any free port; the bound address is printed).
+
+Shutdown on SIGINT/SIGTERM: hypercorn stops accepting, in-flight streams get up to
+``graceful_timeout_s`` to finish, then the store's writer drains its queue and closes, and
+the process exits 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from functools import partial
+from pathlib import Path
+
+import httpx
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from gateway.app import create_app
+from gateway.config import Config
+from gateway.platforms import create_platform
+from gateway.services import build_services
+from ledger.sqlite import SQLiteStore
+
+HTTP_TIMEOUT = httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=10.0)
+HTTP_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128)
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def serve(config: Config, path: Path, host: str, port: int) -> None:
+    """Run the gateway until SIGINT/SIGTERM."""
+    store = SQLiteStore(path)
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, limits=HTTP_LIMITS) as http_client:
+        services = build_services(config, store, http_client)
+        app = create_app(services)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            await nursery.start(services.runner.run)
+            if services.runner.position == 0:
+                created = await create_platform(store, "default")
+                say(f"Created platform 'default' ({created['platform_id']}).")
+                say(f"Platform API key (shown once, store it now): {created['api_key']['raw_key']}")
+            stop = trio.Event()
+            nursery.start_soon(_stop_on_signals, stop)
+            hconfig = HypercornConfig()
+            hconfig.bind = [f"{host}:{port}"]
+            hconfig.accesslog = None
+            hconfig.errorlog = None
+            hconfig.graceful_timeout = config.server.graceful_timeout_s
+            hconfig.keep_alive_timeout = 75
+            async with trio.open_nursery() as http_nursery:  # exits once hypercorn has drained
+                binds = await http_nursery.start(partial(hypercorn_serve, app, hconfig, shutdown_trigger=stop.wait))
+                say(f"Assistiv gateway listening on {binds[0]} (ledger: {path})")
+            with trio.CancelScope(shield=True):
+                await store.aclose()
+            say("Assistiv gateway stopped; ledger closed.")
+            nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signals(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            stop.set()
+            return
+
+
+def run_serve(config: Config, path: Path, host: str, port: int) -> int:
+    try:
+        trio.run(serve, config, path, host, port)
+    except KeyboardInterrupt:
+        return 130
+    sys.stdout.flush()
+    return 0

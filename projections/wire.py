@@ -1,0 +1,291 @@
+"""The one renderer of the Responses wire format (DESIGN invariant 11).
+
+``ResponseView`` folds the events of one response stream, in version order, into the
+Response object; with ``render=True`` each fold step also returns the exact SSE bytes that
+event puts on the wire. The live gateway sends what this returns for each durable event,
+``GET /v1/responses/{id}?stream=true`` and ``replay stream`` run the same fold over the
+recorded events, so "what the client was sent" is a pure function of the ledger.
+
+Mapping (ledger event -> SSE events, each with the next ``sequence_number``):
+
+    response.accepted        response.created, response.in_progress
+    response.item_started    response.output_item.added (+ response.content_part.added for a message)
+    response.text_delta      response.output_text.delta
+    response.item_finished   response.output_text.done, response.content_part.done,
+                             response.output_item.done
+    response.finished        response.completed | response.incomplete | error + response.failed;
+                             nothing when the client had disconnected (nobody was listening)
+
+A response that failed before any output was answered with an HTTP error, not a stream:
+``render_stream`` gives b"" for it, since the client was sent none of these bytes.
+
+Pure: no clock (times are the envelope's ``recorded_at``), no config, no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import orjson
+
+from ledger.events import (
+    ItemFinished,
+    ItemStarted,
+    ResponseAccepted,
+    ResponseDeleted,
+    ResponseFinished,
+    TextDelta,
+    Usage,
+)
+from ledger.store import Recorded
+
+CLIENT_DISCONNECTED = "client_disconnected"  # the client left; nothing more was sent
+UPSTREAM_FAILED = "upstream_failed"  # the upstream broke after output started
+FAILED_BEFORE_OUTPUT = "failed_before_output"  # answered with an HTTP error instead of a stream
+SILENT_INTERRUPTIONS = (CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT)
+
+
+def sse_frame(event_type: str, payload: dict[str, Any]) -> bytes:
+    """One server-sent event: ``event: <type>`` and ``data: <json>``."""
+    return b"event: " + event_type.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def sorted_json(value: Any) -> Any:
+    """``value`` with every dict's keys sorted, recursively.
+
+    Events read back from the ledger have sorted keys (canonical JSON); events still in
+    memory keep their insertion order. Rendering through this makes both give the same bytes.
+    """
+    if isinstance(value, dict):
+        return {k: sorted_json(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [sorted_json(v) for v in value]
+    return value
+
+
+def _item(item: dict[str, Any]) -> dict[str, Any]:
+    """An output item in a fixed key order: OpenAI's for messages, sorted for the rest."""
+    if item.get("type") == "message":
+        return {
+            "id": item["id"],
+            "type": "message",
+            "status": item["status"],
+            "role": item.get("role", "assistant"),
+            "content": sorted_json(item.get("content", [])),
+        }
+    return sorted_json(item)
+
+
+def usage_object(usage: Usage) -> dict[str, Any]:
+    """OpenAI's usage object, detail objects included."""
+    return {
+        "input_tokens": usage.input_tokens,
+        "input_tokens_details": {"cached_tokens": usage.cached_input_tokens, "cache_write_tokens": 0},
+        "output_tokens": usage.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+
+
+class ResponseView:
+    """The state of one response, folded from its events."""
+
+    __slots__ = (
+        "accepted",
+        "params",
+        "created_at",
+        "completed_at",
+        "status",
+        "items",
+        "usage",
+        "usage_estimated",
+        "error",
+        "incomplete_details",
+        "interruption",
+        "deleted",
+        "sequence_number",
+        "version",
+        "last_position",
+    )
+
+    def __init__(self, recorded: Recorded) -> None:
+        accepted = recorded.event
+        assert isinstance(accepted, ResponseAccepted)
+        self.accepted = accepted
+        self.params = sorted_json(accepted.params)
+        self.created_at = recorded.recorded_at_s
+        self.completed_at: Optional[int] = None
+        self.status = "in_progress"
+        self.items: list[dict[str, Any]] = []
+        self.usage: Optional[Usage] = None
+        self.usage_estimated = False
+        self.error: Optional[dict[str, Any]] = None
+        self.incomplete_details: Optional[dict[str, Any]] = None
+        self.interruption: Optional[str] = None
+        self.deleted = False
+        self.sequence_number = 0
+        self.version = recorded.version
+        self.last_position = recorded.position
+
+    # --- identity ----------------------------------------------------------------------------
+
+    @property
+    def response_id(self) -> str:
+        return self.accepted.response_id
+
+    @property
+    def platform_id(self) -> str:
+        return self.accepted.platform_id
+
+    @property
+    def end_user_id(self) -> Optional[str]:
+        return self.accepted.end_user_id
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "in_progress"
+
+    # --- the fold ----------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, recorded: Recorded, render: bool = True) -> tuple["ResponseView", bytes]:
+        """Begin a view from the ``response.accepted`` record; return it and its bytes."""
+        view = cls(recorded)
+        if not render:
+            view.sequence_number = 2
+            return view, b""
+        snapshot = view.response_object()
+        return view, view._frame("response.created", {"response": snapshot}) + view._frame(
+            "response.in_progress", {"response": snapshot}
+        )
+
+    def apply(self, recorded: Recorded, render: bool = True) -> bytes:
+        """Fold one later event of this response; return its SSE bytes (b"" if not rendering)."""
+        self.version = recorded.version
+        self.last_position = recorded.position
+        event = recorded.event
+        if isinstance(event, TextDelta):
+            item = self.items[event.output_index]
+            part = item["content"][0]
+            part["text"] += event.delta
+            return self._emit(
+                render,
+                "response.output_text.delta",
+                lambda: {
+                    "item_id": item["id"],
+                    "output_index": event.output_index,
+                    "content_index": 0,
+                    "delta": event.delta,
+                    "logprobs": [],
+                },
+            )
+        if isinstance(event, ItemStarted):
+            return self._item_started(event, render)
+        if isinstance(event, ItemFinished):
+            return self._item_finished(event, render)
+        if isinstance(event, ResponseFinished):
+            return self._finished(event, recorded, render)
+        if isinstance(event, ResponseDeleted):
+            self.deleted = True
+            return b""
+        return b""
+
+    def _item_started(self, event: ItemStarted, render: bool) -> bytes:
+        item = _item(event.item)
+        out = self._emit(
+            render, "response.output_item.added", lambda: {"output_index": event.output_index, "item": dict(item)}
+        )
+        if item.get("type") == "message":
+            part = {"type": "output_text", "text": "", "annotations": []}
+            out += self._emit(
+                render,
+                "response.content_part.added",
+                lambda: {"item_id": item["id"], "output_index": event.output_index, "content_index": 0, "part": part},
+            )
+            item["content"] = [dict(part)]
+        self.items.append(item)
+        return out
+
+    def _item_finished(self, event: ItemFinished, render: bool) -> bytes:
+        item = self.items[event.output_index]
+        item["status"] = event.status
+        out = b""
+        if item.get("type") == "message":
+            part = item["content"][0]
+            common = {"item_id": item["id"], "output_index": event.output_index, "content_index": 0}
+            out += self._emit(
+                render, "response.output_text.done", lambda: {**common, "text": part["text"], "logprobs": []}
+            )
+            out += self._emit(render, "response.content_part.done", lambda: {**common, "part": part})
+        return out + self._emit(
+            render, "response.output_item.done", lambda: {"output_index": event.output_index, "item": item}
+        )
+
+    def _finished(self, event: ResponseFinished, recorded: Recorded, render: bool) -> bytes:
+        self.status = event.status
+        self.usage = event.usage
+        self.usage_estimated = event.usage_estimated
+        self.interruption = event.interruption
+        if event.status == "completed":
+            self.completed_at = recorded.recorded_at_s
+        if event.incomplete_reason is not None:
+            self.incomplete_details = {"reason": event.incomplete_reason}
+        if event.error is not None:
+            self.error = {"code": event.error.code, "message": event.error.message}
+        if event.interruption in SILENT_INTERRUPTIONS or not render:
+            return b""
+        if event.status == "failed":
+            error = self.error or {"code": "server_error", "message": "The response failed."}
+            out = self._frame("error", {"code": error["code"], "message": error["message"], "param": None})
+            return out + self._frame("response.failed", {"response": self.response_object()})
+        return self._frame(f"response.{event.status}", {"response": self.response_object()})
+
+    # --- rendering ---------------------------------------------------------------------------
+
+    def _frame(self, event_type: str, fields: dict[str, Any]) -> bytes:
+        payload = {"type": event_type, "sequence_number": self.sequence_number, **fields}
+        self.sequence_number += 1
+        return sse_frame(event_type, payload)
+
+    def _emit(self, render: bool, event_type: str, fields) -> bytes:
+        if not render:
+            self.sequence_number += 1
+            return b""
+        return self._frame(event_type, fields())
+
+    def response_object(self) -> dict[str, Any]:
+        """The Response object as OpenAI returns it (a fresh dict each call)."""
+        params = self.params
+        return {
+            "id": self.response_id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": self.status,
+            "completed_at": self.completed_at,
+            "error": self.error,
+            "incomplete_details": self.incomplete_details,
+            **params,
+            "model": self.accepted.model,
+            "output": [_copy_item(item) for item in self.items],
+            "usage": usage_object(self.usage) if self.usage is not None else None,
+        }
+
+
+def _copy_item(item: dict[str, Any]) -> dict[str, Any]:
+    copy = dict(item)
+    if "content" in copy:
+        copy["content"] = [dict(part) for part in copy["content"]]
+    return copy
+
+
+def render_stream(records: list[Recorded]) -> bytes:
+    """All SSE bytes of one response stream, from its records in version order."""
+    if not records:
+        return b""
+    view, out = ResponseView.start(records[0])
+    parts = [out]
+    for recorded in records[1:]:
+        parts.append(view.apply(recorded))
+    if view.interruption == FAILED_BEFORE_OUTPUT:
+        return b""
+    return b"".join(parts)

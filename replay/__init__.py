@@ -1,0 +1,1 @@
+"""Auditor and finance tooling over the ledger alone (never imports gateway/)."""
