@@ -128,26 +128,37 @@ def create_app(services: Services) -> QuartTrio:
             platform_id=key.platform_id,
             end_user_id=key.end_user_id,
         )
+        services.inflight.enter()
+        streaming = False
         frames = run.frames()
         try:
-            first = await frames.__anext__()
-        except UpstreamFailedEarly as exc:
-            raise upstream_error(f"The upstream provider failed: {exc.error.message}", exc.error.timeout) from None
-        if not create.stream:
-            async with aclosing(frames):
-                async for _ in frames:
-                    pass
-            return json_response(run.view.response_object())
+            try:
+                first = await frames.__anext__()
+            except UpstreamFailedEarly as exc:
+                raise upstream_error(f"The upstream provider failed: {exc.error.message}",
+                                     exc.error.timeout) from None
+            if not create.stream:
+                async with aclosing(frames):
+                    async for _ in frames:
+                        pass
+                return json_response(run.view.response_object())
 
-        async def body():
-            async with aclosing(frames):
-                yield first
-                async for chunk in frames:
-                    yield chunk
+            async def body():
+                try:
+                    async with aclosing(frames):
+                        yield first
+                        async for chunk in frames:
+                            yield chunk
+                finally:
+                    services.inflight.exit()
 
-        response = await make_response(body(), 200, SSE_HEADERS)
-        response.timeout = None
-        return response
+            response = await make_response(body(), 200, SSE_HEADERS)
+            response.timeout = None
+            streaming = True
+            return response
+        finally:
+            if not streaming:
+                services.inflight.exit()
 
     @app.get("/v1/responses/<response_id>")
     async def get_response(response_id: str) -> Response:

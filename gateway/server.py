@@ -56,9 +56,13 @@ async def serve(config: Config, path: Path, host: str, port: int) -> None:
             hconfig.errorlog = None
             hconfig.graceful_timeout = config.server.graceful_timeout_s
             hconfig.keep_alive_timeout = 75
-            async with trio.open_nursery() as http_nursery:  # exits once hypercorn has drained
+            async with trio.open_nursery() as http_nursery:
                 binds = await http_nursery.start(partial(hypercorn_serve, app, hconfig, shutdown_trigger=stop.wait))
                 say(f"Assistiv gateway listening on {binds[0]} (ledger: {path})")
+                await stop.wait()
+                with trio.move_on_after(config.server.graceful_timeout_s):
+                    await services.inflight.wait_idle()
+                http_nursery.cancel_scope.cancel()
             with trio.CancelScope(shield=True):
                 await store.aclose()
             say("Assistiv gateway stopped; ledger closed.")

@@ -8,6 +8,7 @@ import attrs
 import httpx
 
 from gateway.config import Config
+from gateway.inflight import InFlight
 from gateway.providers import Provider, make_provider
 from ledger.store import EventStore
 from projections.responses import ResponsesProjection
@@ -24,6 +25,7 @@ class Services:
     tenancy: TenancyProjection
     providers: dict[str, Provider]
     http_client: Optional[httpx.AsyncClient] = None
+    inflight: InFlight = attrs.Factory(InFlight)
 
 
 def build_services(config: Config, store: EventStore, http_client: Optional[httpx.AsyncClient] = None) -> Services:
