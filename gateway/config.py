@@ -89,10 +89,27 @@ class Config:
 BUILTIN_PROVIDERS = (
     ProviderConfig(name="demo", kind="demo"),
     ProviderConfig(name="demo-slow", kind="demo", delay_ms=50),
+    ProviderConfig(name="openai", kind="openai-responses", base_url="https://api.openai.com/v1",
+                   api_key_env="OPENAI_API_KEY"),
+    ProviderConfig(name="anthropic", kind="anthropic", base_url="https://api.anthropic.com",
+                   api_key_env="ANTHROPIC_API_KEY"),
+    ProviderConfig(name="gemini", kind="gemini", base_url="https://generativelanguage.googleapis.com",
+                   api_key_env="GEMINI_API_KEY"),
 )
+# Public list prices (USD per million tokens) as of 2026; listed only when the key variable is set.
 BUILTIN_MODELS = (
     ModelConfig(id="demo", provider="demo", owned_by="assistiv"),
     ModelConfig(id="demo-slow", provider="demo-slow", owned_by="assistiv"),
+    ModelConfig(id="gpt-4o", provider="openai", upstream_model="gpt-4o", owned_by="openai",
+                input_usd_per_mtok="2.50", output_usd_per_mtok="10.00", cached_input_usd_per_mtok="1.25"),
+    ModelConfig(id="gpt-5", provider="openai", upstream_model="gpt-5", owned_by="openai",
+                input_usd_per_mtok="1.25", output_usd_per_mtok="10.00", cached_input_usd_per_mtok="0.125",
+                min_output_tokens=16),
+    ModelConfig(id="claude-3-5-sonnet", provider="anthropic", upstream_model="claude-3-5-sonnet-latest",
+                owned_by="anthropic", input_usd_per_mtok="3.00", output_usd_per_mtok="15.00",
+                cached_input_usd_per_mtok="0.30"),
+    ModelConfig(id="gemini-pro", provider="gemini", upstream_model="gemini-2.5-pro", owned_by="google",
+                input_usd_per_mtok="1.25", output_usd_per_mtok="10.00", cached_input_usd_per_mtok="0.31"),
 )
 
 _converter = cattrs.Converter(forbid_extra_keys=True)

@@ -1,9 +1,22 @@
 """The normalized provider interface: one call in, a stream of normalized events out.
 
-An adapter turns a ``ModelCall`` into an async iterator of ``TextChunk``, ``UsageReport``
-and ``Finish``; failures raise ``ProviderError`` (``timeout=True`` for timeouts), before
-or after output started. Adapters hold no cancel scope across a ``yield``: a consumer may
-stop iterating at any point (the client left) and ``aclose()`` ends the upstream call.
+An adapter turns a ``ModelCall`` into an async iterator of ``TextChunk``,
+``ToolCallStart``/``ToolCallArguments``, ``UsageReport`` and ``Finish``; failures raise
+``ProviderError`` (``timeout=True`` for timeouts), before or after output started. Adapters
+hold no cancel scope across a ``yield``: a consumer may stop iterating at any point (the
+client left) and ``aclose()`` ends the upstream call.
+
+Normalized messages (``ModelCall.messages``), in conversation order:
+
+    {"role": "user" | "system" | "developer", "content": [parts]}
+    {"role": "assistant", "content": [parts], "tool_calls": [{"call_id", "name", "arguments"}]}
+                                                    (tool_calls optional; content may be [])
+    {"role": "tool", "call_id": str, "content": [{"type": "input_text", "text": output}]}
+
+Parts: ``{"type": "input_text"|"output_text", "text"}``, ``{"type": "input_image", "image_url",
+"detail"}`` (URL or data URL), ``{"type": "input_file", "file_data"|"file_url"|"file_id",
+"filename"}``. Tools (``ModelCall.tools``): ``{"name", "description", "parameters", "strict"}``
+function definitions; ``tool_choice``: "auto" | "none" | "required" | {"name": str}.
 """
 
 from __future__ import annotations
@@ -25,12 +38,32 @@ class ModelCall:
     temperature: Optional[float] = None
     top_p: Optional[float] = None
     max_output_tokens: Optional[int] = None
-    text_format: Optional[dict[str, Any]] = None
+    text_format: Optional[dict[str, Any]] = None  # {"type": "text"|"json_object"} or json_schema (flat)
+    tools: list[dict[str, Any]] = attrs.field(factory=list)
+    tool_choice: Any = "auto"
+    parallel_tool_calls: bool = True
 
 
 @attrs.frozen
 class TextChunk:
     text: str
+
+
+@attrs.frozen
+class ToolCallStart:
+    """The model began tool call number ``index`` (0-based, in output order)."""
+
+    index: int
+    call_id: str
+    name: str
+
+
+@attrs.frozen
+class ToolCallArguments:
+    """A piece of the JSON arguments of tool call ``index`` (pieces split anywhere)."""
+
+    index: int
+    delta: str
 
 
 @attrs.frozen
@@ -40,10 +73,10 @@ class UsageReport:
 
 @attrs.frozen
 class Finish:
-    reason: str  # stop | length | content_filter
+    reason: str  # stop | length | content_filter | tool_calls
 
 
-ProviderEvent = Union[TextChunk, UsageReport, Finish]
+ProviderEvent = Union[TextChunk, ToolCallStart, ToolCallArguments, UsageReport, Finish]
 
 
 class ProviderError(Exception):

@@ -1,0 +1,106 @@
+"""HTTP plumbing every upstream adapter shares: open a streamed call, parse SSE, map failures.
+
+``open_stream`` posts JSON and yields the response once its status and content type are
+good; otherwise it raises ProviderError with the upstream's own message (read from a body
+of at most ``ERROR_BODY_BYTES_MAX``). ``iter_sse`` yields ``(event, data)`` pairs from a
+``text/event-stream`` body, however the bytes were split into chunks. Every httpx failure
+becomes a ProviderError (``timeout=True`` for timeouts), so the pipeline sees one kind of
+error. Cancellation closes the upstream connection (httpx does this on trio).
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Optional
+
+import httpx
+import orjson
+
+from gateway.providers.base import ProviderError
+
+ERROR_BODY_BYTES_MAX = 64 * 1024  # how much of an upstream error body we read
+SSE_EVENT_BYTES_MAX = 8 * 1024 * 1024  # one upstream SSE event larger than this is an error
+
+
+def _error_message(status: int, body: bytes) -> str:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode(errors="replace").strip()[:500]
+        return f"HTTP {status}" + (f": {text}" if text else "")
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return f"HTTP {status}: {error['message']}"
+    if isinstance(error, str):
+        return f"HTTP {status}: {error}"
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return f"HTTP {status}: {data['message']}"
+    return f"HTTP {status}"
+
+
+@asynccontextmanager
+async def open_stream(
+    client: httpx.AsyncClient,
+    url: str,
+    payload: dict[str, Any],
+    headers: Optional[dict[str, str]] = None,
+    expect: str = "text/event-stream",
+) -> AsyncIterator[httpx.Response]:
+    """POST ``payload`` and yield the streaming response once it looks right."""
+    try:
+        async with client.stream("POST", url, content=orjson.dumps(payload),
+                                 headers={"Content-Type": "application/json", **(headers or {})}) as response:
+            if response.status_code >= 400:
+                body = b""
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) >= ERROR_BODY_BYTES_MAX:
+                        break
+                raise ProviderError(_error_message(response.status_code, body), status=response.status_code)
+            content_type = response.headers.get("content-type", "")
+            if expect not in content_type:
+                raise ProviderError(f"upstream answered with content type {content_type!r}, expected {expect!r}",
+                                    status=response.status_code)
+            yield response
+    except httpx.TimeoutException as exc:
+        raise ProviderError(f"upstream timed out ({type(exc).__name__})", timeout=True) from exc
+    except httpx.HTTPError as exc:
+        raise ProviderError(f"upstream connection failed ({type(exc).__name__}: {exc})") from exc
+
+
+async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    """``(event, data)`` for each SSE event; ``event`` is "" when the stream names none."""
+    event, data, size = "", [], 0
+    try:
+        async for line in response.aiter_lines():
+            if not line:
+                if data:
+                    yield event, "\n".join(data)
+                event, data, size = "", [], 0
+                continue
+            if line.startswith(":"):
+                continue
+            field, _, value = line.partition(":")
+            if value.startswith(" "):
+                value = value[1:]
+            if field == "event":
+                event = value
+            elif field == "data":
+                data.append(value)
+                size += len(value)
+                if size > SSE_EVENT_BYTES_MAX:
+                    raise ProviderError(f"upstream SSE event larger than {SSE_EVENT_BYTES_MAX} bytes")
+        if data:
+            yield event, "\n".join(data)
+    except httpx.TimeoutException as exc:
+        raise ProviderError(f"upstream timed out mid-stream ({type(exc).__name__})", timeout=True) from exc
+    except httpx.HTTPError as exc:
+        raise ProviderError(f"upstream stream broke ({type(exc).__name__}: {exc})") from exc
+
+
+def json_data(data: str) -> Any:
+    """Decode one SSE data payload; malformed JSON is a ProviderError, not a crash."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ProviderError(f"upstream sent malformed JSON in its stream: {data[:200]!r}") from exc
