@@ -28,6 +28,14 @@ class ProviderConfig:
     base_url: Optional[str] = None
     api_key_env: Optional[str] = None
     delay_ms: int = 0  # demo only: pause before each delta (for tests of slow streams)
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 300.0  # longest silence between two upstream chunks (a slow first token is normal)
+
+    def timeout(self) -> "httpx.Timeout":
+        """Per-request timeouts for this provider's calls (pass as ``timeout=`` to httpx)."""
+        import httpx
+
+        return httpx.Timeout(connect=self.connect_timeout_s, read=self.read_timeout_s, write=30.0, pool=10.0)
 
     def api_key(self) -> Optional[str]:
         return os.environ.get(self.api_key_env) if self.api_key_env else None

@@ -45,11 +45,14 @@ async def open_stream(
     payload: dict[str, Any],
     headers: Optional[dict[str, str]] = None,
     expect: str = "text/event-stream",
+    timeout: Optional[httpx.Timeout] = None,
 ) -> AsyncIterator[httpx.Response]:
     """POST ``payload`` and yield the streaming response once it looks right."""
+    extra = {} if timeout is None else {"timeout": timeout}
     try:
         async with client.stream("POST", url, content=orjson.dumps(payload),
-                                 headers={"Content-Type": "application/json", **(headers or {})}) as response:
+                                 headers={"Content-Type": "application/json", **(headers or {})},
+                                 **extra) as response:
             if response.status_code >= 400:
                 body = b""
                 async for chunk in response.aiter_bytes():
