@@ -18,6 +18,8 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from gateway.errors import ApiError, invalid, not_found, unauthorized, upstream_error
+from gateway.conversation import check_call_outputs
+from gateway.paging import cursor_page
 from gateway.pipeline import ResponseRun, UpstreamFailedEarly
 from gateway.responses_request import check_model_rules, parse_create_request
 from gateway.services import Services
@@ -30,7 +32,6 @@ from projections.wire import render_stream, sorted_json
 log = logging.getLogger("assistiv.gateway")
 
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-LIST_LIMIT_MAX = 100
 MODEL_CREATED_AT = 1_735_689_600  # fixed "created" of configured models (2025-01-01), stable across restarts
 
 
@@ -118,6 +119,11 @@ def create_app(services: Services) -> QuartTrio:
             raise not_found(f"The model '{create.model}' does not exist or you do not have access to it.",
                             "model_not_found", "model")
         check_model_rules(create, model.min_output_tokens)
+        parent = _conversation_parent(services, key, create)
+        context = services.responses.context_items(parent) if parent is not None else []
+        check_call_outputs(context, create.input_items)
+        params = create.echoed_params()
+        params["previous_response_id"] = parent.response_id if parent is not None else None
         run = ResponseRun(
             services.store,
             services.providers[model.provider],
@@ -127,6 +133,8 @@ def create_app(services: Services) -> QuartTrio:
             upstream_model=model.upstream_model or model.id,
             platform_id=key.platform_id,
             end_user_id=key.end_user_id,
+            context=context,
+            params=params,
         )
         services.inflight.enter()
         streaming = False
@@ -185,42 +193,39 @@ def create_app(services: Services) -> QuartTrio:
     async def list_input_items(response_id: str) -> Response:
         key = authenticate(services)
         view = _owned_response(services, key, response_id)
-        items = sorted_json(view.accepted.input_items)
-        order = request.args.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise invalid("Invalid 'order': expected 'asc' or 'desc'.", "order", "invalid_value")
-        limit = _int_arg("limit", 20, 1, LIST_LIMIT_MAX)
-        if order == "desc":
-            items.reverse()
-        after = request.args.get("after")
-        if after:
-            ids = [item["id"] for item in items]
-            if after not in ids:
-                raise invalid(f"Invalid 'after': no item with id '{after}'.", "after", "invalid_value")
-            items = items[ids.index(after) + 1 :]
-        page = items[:limit]
-        return json_response({
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(items) > limit,
-        })
+        return json_response(cursor_page(sorted_json(view.accepted.input_items), lambda item: item["id"]))
+
+    @app.get("/v1/threads/<thread_id>/responses")
+    async def list_thread(thread_id: str) -> Response:
+        key = authenticate(services)
+        views = services.responses.thread(key.platform_id, thread_id, key.end_user_id)
+        page = cursor_page(views, lambda view: view.response_id, default_order="asc")
+        page["data"] = [view.response_object() for view in page["data"]]
+        return json_response(page)
 
     return app
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(f"Invalid '{name}': expected an integer.", name, "invalid_type") from None
-    if not low <= value <= high:
-        raise invalid(f"Invalid '{name}': expected a value between {low} and {high}.", name, "invalid_value")
-    return value
+def _conversation_parent(services: Services, key: KeyInfo, create):
+    """The response this turn continues: ``previous_response_id``, else the thread's latest completed one."""
+    if create.previous_response_id:
+        parent = services.responses.get(create.previous_response_id, key.platform_id, key.end_user_id)
+        if parent is None:
+            raise not_found(f"Previous response with id '{create.previous_response_id}' not found.",
+                            "previous_response_not_found", "previous_response_id")
+        if not parent.params.get("store", True):
+            raise not_found(f"Previous response with id '{create.previous_response_id}' was created with "
+                            "store=false, so it cannot be continued; send the earlier items in 'input' instead.",
+                            "previous_response_not_found", "previous_response_id")
+        if not parent.finished:
+            raise invalid(f"Previous response with id '{create.previous_response_id}' is still in progress; "
+                          "continue it once it has finished.", "previous_response_id", "previous_response_in_progress")
+        return parent
+    if create.thread_id:
+        completed = [v for v in services.responses.thread(key.platform_id, create.thread_id, key.end_user_id)
+                     if v.status == "completed"]
+        return completed[-1] if completed else None
+    return None
 
 
 def _owned_response(services: Services, key: KeyInfo, response_id: str):

@@ -24,9 +24,20 @@ from typing import Any, AsyncIterator, Optional
 
 import trio
 
-from gateway.providers.base import Finish, ModelCall, Provider, ProviderError, TextChunk, UsageReport
-from gateway.responses_request import CreateRequest, new_id
+from gateway.conversation import model_call
+from gateway.providers.base import (
+    Finish,
+    Provider,
+    ProviderError,
+    TextChunk,
+    ToolCallArguments,
+    ToolCallStart,
+    UsageReport,
+)
+from gateway.request_input import new_id
+from gateway.responses_request import CreateRequest
 from ledger.events import (
+    ArgumentsDelta,
     ErrorInfo,
     ItemFinished,
     ItemStarted,
@@ -50,26 +61,6 @@ class UpstreamFailedEarly(Exception):
         self.error = error
 
 
-def estimate_tokens(text: str) -> int:
-    """Tokens of ``text`` by the documented estimate: ceil(characters / 4)."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE)
-
-
-def model_call(request: CreateRequest, upstream_model: str) -> ModelCall:
-    """The normalized provider call for a validated request."""
-    messages = [{"role": item["role"], "content": item["content"]} for item in request.input_items
-                if item["type"] == "message"]
-    return ModelCall(
-        model=upstream_model,
-        messages=messages,
-        instructions=request.instructions,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        max_output_tokens=request.max_output_tokens,
-        text_format=request.text_format,
-    )
-
-
 class ResponseRun:
     """Runs one response against a provider, recording every step before it is shown."""
 
@@ -85,6 +76,8 @@ class ResponseRun:
         platform_id: str,
         end_user_id: Optional[str] = None,
         response_id: Optional[str] = None,
+        context: Optional[list[dict[str, Any]]] = None,
+        params: Optional[dict[str, Any]] = None,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -97,17 +90,21 @@ class ResponseRun:
             model=model_id,
             provider=provider_name,
             stream=request.stream,
-            params=request.echoed_params(),
+            params=params if params is not None else request.echoed_params(),
             input_items=request.input_items,
             end_user_id=end_user_id,
         )
         self.upstream_model = upstream_model
+        self.context = context or []
         self.view: Optional[ResponseView] = None
         self._version = 0
         self._usage: Optional[Usage] = None
         self._finish: Optional[str] = None
-        self._text = ""
-        self._message_index: Optional[int] = None
+        self._output_chars = 0
+        self._open: list[int] = []  # output indexes of items started and not yet finished
+        self._items_started = 0
+        self._message_index: Optional[int] = None  # the message item text goes to, while open
+        self._tool_indexes: dict[int, int] = {}  # provider's tool-call index -> output index
         self.finished = False
 
     async def _append(self, *events: Any) -> bytes:
@@ -131,7 +128,7 @@ class ResponseRun:
         """The SSE bytes of this response, each chunk durable before it is yielded."""
         pending = await self._append(self.accepted)
         try:
-            call = model_call(self.request, self.upstream_model)
+            call = model_call(self.request, self.upstream_model, self.context)
             async with aclosing(self.provider.stream(call)) as upstream:
                 try:
                     async for event in upstream:
@@ -140,7 +137,7 @@ class ResponseRun:
                             yield pending + out
                             pending = b""
                 except ProviderError as error:
-                    if self._message_index is None and pending:
+                    if self._items_started == 0 and pending:
                         await self._finish_failed(error, FAILED_BEFORE_OUTPUT)
                         raise UpstreamFailedEarly(error) from error
                     yield pending + await self._finish_failed(error)
@@ -151,20 +148,41 @@ class ResponseRun:
                 with trio.CancelScope(shield=True):
                     await self._record_disconnect()
 
+    def _start_item(self, item: dict[str, Any]) -> list[Any]:
+        """Events that finish the open items and start ``item`` at the next output index."""
+        events: list[Any] = self._close_items("completed")
+        index = self._items_started
+        self._items_started += 1
+        self._open.append(index)
+        events.append(ItemStarted(self.response_id, index, item))
+        return events
+
     async def _on_provider_event(self, event: Any) -> bytes:
         if isinstance(event, TextChunk):
             if not event.text:
                 return b""
-            out = b""
             starts: list[Any] = []
             if self._message_index is None:
-                self._message_index = 0
                 item = {"id": new_id("msg"), "type": "message", "status": "in_progress", "role": "assistant",
                         "content": []}
-                starts.append(ItemStarted(self.response_id, 0, item))
-            self._text += event.text
-            out += await self._append(*starts, TextDelta(self.response_id, self._message_index, event.text))
-            return out
+                starts = self._start_item(item)
+                self._message_index = self._open[-1]
+            self._output_chars += len(event.text)
+            return await self._append(*starts, TextDelta(self.response_id, self._message_index, event.text))
+        if isinstance(event, ToolCallStart):
+            item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress",
+                    "call_id": event.call_id, "name": event.name, "arguments": ""}
+            starts = self._start_item(item)
+            self._tool_indexes[event.index] = self._open[-1]
+            return await self._append(*starts)
+        if isinstance(event, ToolCallArguments):
+            index = self._tool_indexes.get(event.index)
+            if index is None:
+                raise ProviderError(f"upstream sent arguments for unknown tool call {event.index}")
+            if not event.delta:
+                return b""
+            self._output_chars += len(event.delta)
+            return await self._append(ArgumentsDelta(self.response_id, index, event.delta))
         if isinstance(event, UsageReport):
             self._usage = event.usage
         elif isinstance(event, Finish):
@@ -175,16 +193,21 @@ class ResponseRun:
         """Reported usage, or the documented estimate (marked estimated) when none came."""
         if self._usage is not None:
             return self._usage, False
-        input_chars = sum(len(p.get("text", "")) for item in self.request.input_items for p in item["content"])
-        input_chars += len(self.request.instructions or "")
+        call = model_call(self.request, self.upstream_model, self.context)
+        input_chars = len(call.instructions or "")
+        for message in call.messages:
+            input_chars += sum(len(p.get("text", "")) for p in message["content"])
+            input_chars += sum(len(c["arguments"]) + len(c["name"]) for c in message.get("tool_calls", ()))
         estimate = Usage(input_tokens=math.ceil(input_chars / CHARS_PER_TOKEN_ESTIMATE),
-                         output_tokens=estimate_tokens(self._text))
+                         output_tokens=math.ceil(self._output_chars / CHARS_PER_TOKEN_ESTIMATE))
         return estimate, True
 
-    def _close_item(self, status: str) -> list[Any]:
-        if self._message_index is None:
-            return []
-        return [ItemFinished(self.response_id, self._message_index, status)]
+    def _close_items(self, status: str) -> list[Any]:
+        """Events that finish every open item with ``status``."""
+        events = [ItemFinished(self.response_id, index, status) for index in self._open]
+        self._open = []
+        self._message_index = None
+        return events
 
     async def _finish_completed(self) -> bytes:
         usage, estimated = self._usage_so_far()
@@ -196,7 +219,7 @@ class ResponseRun:
             status, reason = "completed", None
         item_status = "incomplete" if status == "incomplete" else "completed"
         out = await self._append(
-            *self._close_item(item_status),
+            *self._close_items(item_status),
             ResponseFinished(self.response_id, status, usage, estimated, incomplete_reason=reason),
         )
         self.finished = True
@@ -206,7 +229,7 @@ class ResponseRun:
         usage, estimated = self._usage_so_far()
         code = "upstream_timeout" if error.timeout else "upstream_error"
         out = await self._append(
-            *self._close_item("incomplete"),
+            *self._close_items("incomplete"),
             ResponseFinished(self.response_id, "failed", usage, estimated, error=ErrorInfo(code, error.message),
                              interruption=interruption),
         )
@@ -216,7 +239,7 @@ class ResponseRun:
     async def _record_disconnect(self) -> None:
         usage, estimated = self._usage_so_far()
         await self._append(
-            *self._close_item("incomplete"),
+            *self._close_items("incomplete"),
             ResponseFinished(self.response_id, "incomplete", usage, estimated, incomplete_reason=CLIENT_DISCONNECTED,
                              interruption=CLIENT_DISCONNECTED),
         )

@@ -13,12 +13,13 @@ them keep working. ``thread_id`` is Assistiv's extension (sent via ``extra_body`
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Optional
 
 import attrs
 
 from gateway.errors import ApiError, invalid
+from gateway.request_input import new_id, parse_input
+from gateway.request_tools import parse_tool_choice, parse_tools
 
 KNOWN_FIELDS = {
     "model", "input", "instructions", "stream", "temperature", "top_p", "max_output_tokens",
@@ -29,15 +30,9 @@ IGNORED_FIELDS = {
     "reasoning", "include", "truncation", "service_tier", "prompt_cache_key", "safety_identifier",
     "stream_options", "top_logprobs", "background", "prompt_cache_retention",
 }
-ROLES = ("user", "assistant", "system", "developer")
-INPUT_ITEMS_MAX = 2048  # items in one request's input
 METADATA_PAIRS_MAX = 16
 METADATA_KEY_CHARS_MAX = 64
 METADATA_VALUE_CHARS_MAX = 512
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
 
 
 @attrs.frozen
@@ -59,10 +54,11 @@ class CreateRequest:
     tool_choice: Any = "auto"
     parallel_tool_calls: bool = True
     previous_response_id: Optional[str] = None
+    thread_id: Optional[str] = None
     max_tool_calls: Optional[int] = None
 
     def echoed_params(self) -> dict[str, Any]:
-        """The request fields a Response object echoes, in OpenAI's order."""
+        """The request fields a Response object echoes (sorted; ``thread_id`` is our extension)."""
         return {
             "background": False,
             "instructions": self.instructions,
@@ -76,6 +72,7 @@ class CreateRequest:
             "store": self.store,
             "temperature": 1.0 if self.temperature is None else self.temperature,
             "text": {"format": self.text_format},
+            "thread_id": self.thread_id,
             "tool_choice": self.tool_choice,
             "tools": self.tools,
             "top_p": 1.0 if self.top_p is None else self.top_p,
@@ -114,82 +111,6 @@ def _optional_str(body: dict, name: str) -> Optional[str]:
     if value is not None and not isinstance(value, str):
         raise invalid(f"Invalid type for '{name}': expected a string.", name, "invalid_type")
     return value
-
-
-def _part(part: Any, role: str, param: str) -> dict[str, Any]:
-    if not isinstance(part, dict):
-        raise invalid(f"Invalid '{param}': expected an object.", param, "invalid_type")
-    kind = part.get("type")
-    text_kinds = ("output_text", "refusal") if role == "assistant" else ("input_text",)
-    if kind in ("input_text", "output_text"):
-        if kind not in text_kinds and not (role == "assistant" and kind == "input_text"):
-            raise invalid(f"Invalid '{param}.type': '{kind}' is not allowed for role '{role}'.", f"{param}.type",
-                          "invalid_value")
-        if not isinstance(part.get("text"), str):
-            raise invalid(f"Missing or invalid '{param}.text': expected a string.", f"{param}.text",
-                          "invalid_type")
-        out = {"type": kind, "text": part["text"]}
-        if kind == "output_text":
-            out["annotations"] = part.get("annotations") or []
-        return out
-    if kind == "input_image":
-        url, file_id = part.get("image_url"), part.get("file_id")
-        if not isinstance(url, str) and not isinstance(file_id, str):
-            raise invalid(f"Invalid '{param}': input_image needs 'image_url' or 'file_id'.", param,
-                          "missing_required_parameter")
-        detail = part.get("detail", "auto")
-        if detail not in ("low", "high", "auto", "original"):
-            raise invalid(f"Invalid '{param}.detail': expected low, high or auto.", f"{param}.detail",
-                          "invalid_value")
-        return {"type": "input_image", "image_url": url, "file_id": file_id, "detail": detail}
-    if kind == "input_file":
-        fields = {k: part.get(k) for k in ("file_id", "file_url", "file_data", "filename")}
-        if not any(isinstance(fields[k], str) for k in ("file_id", "file_url", "file_data")):
-            raise invalid(f"Invalid '{param}': input_file needs 'file_id', 'file_url' or 'file_data'.", param,
-                          "missing_required_parameter")
-        return {"type": "input_file", **{k: v for k, v in fields.items() if v is not None}}
-    raise invalid(f"Invalid '{param}.type': unsupported content type {kind!r}.", f"{param}.type", "invalid_value")
-
-
-def _message(item: dict, param: str) -> dict[str, Any]:
-    role = item.get("role")
-    if role not in ROLES:
-        raise invalid(f"Invalid '{param}.role': expected one of {', '.join(ROLES)}.", f"{param}.role",
-                      "invalid_value")
-    content = item.get("content")
-    if isinstance(content, str):
-        kind = "output_text" if role == "assistant" else "input_text"
-        parts = [{"type": kind, "text": content, **({"annotations": []} if kind == "output_text" else {})}]
-    elif isinstance(content, list):
-        parts = [_part(p, role, f"{param}.content[{i}]") for i, p in enumerate(content)]
-    else:
-        raise invalid(f"Invalid '{param}.content': expected a string or an array of content parts.",
-                      f"{param}.content", "invalid_type")
-    item_id = item.get("id") if isinstance(item.get("id"), str) else new_id("msg")
-    return {"type": "message", "id": item_id, "role": role, "content": parts, "status": "completed"}
-
-
-def parse_input(value: Any) -> list[dict[str, Any]]:
-    """Normalize ``input`` (a string or an array of items) to message items with ids."""
-    if isinstance(value, str):
-        return [_message({"role": "user", "content": value}, "input")]
-    if not isinstance(value, list):
-        raise invalid("Invalid 'input': expected a string or an array of input items.", "input", "invalid_type")
-    if not value:
-        raise invalid("Invalid 'input': the array is empty.", "input", "empty_array")
-    if len(value) > INPUT_ITEMS_MAX:
-        raise invalid(f"Invalid 'input': at most {INPUT_ITEMS_MAX} items.", "input", "array_above_max_length")
-    items = []
-    for i, item in enumerate(value):
-        param = f"input[{i}]"
-        if not isinstance(item, dict):
-            raise invalid(f"Invalid '{param}': expected an object.", param, "invalid_type")
-        kind = item.get("type", "message")
-        if kind != "message":
-            raise invalid(f"Invalid '{param}.type': unsupported input item type {kind!r}.", f"{param}.type",
-                          "invalid_value")
-        items.append(_message(item, param))
-    return items
 
 
 def _metadata(value: Any) -> dict[str, str]:
@@ -250,11 +171,11 @@ def parse_create_request(body: Any) -> CreateRequest:
         raise invalid("Invalid 'model': expected a non-empty string.", "model", "invalid_type")
     if "input" not in body or body["input"] is None:
         raise invalid("Missing required parameter: 'input'.", "input", "missing_required_parameter")
-    for name in ("previous_response_id", "thread_id"):
-        if body.get(name) is not None:
-            raise invalid(f"'{name}' is not supported by this gateway yet.", name, "unsupported_parameter")
-    if body.get("tools"):
-        raise invalid("'tools' are not supported by this gateway yet.", "tools", "unsupported_parameter")
+    tools = parse_tools(body.get("tools"))
+    max_tool_calls = body.get("max_tool_calls")
+    if max_tool_calls is not None and (not isinstance(max_tool_calls, int) or isinstance(max_tool_calls, bool)
+                                       or max_tool_calls < 1):
+        raise invalid("Invalid 'max_tool_calls': expected a positive integer.", "max_tool_calls", "invalid_value")
     max_output_tokens = body.get("max_output_tokens")
     if max_output_tokens is not None and (not isinstance(max_output_tokens, int) or isinstance(max_output_tokens, bool)):
         raise invalid("Invalid type for 'max_output_tokens': expected an integer.", "max_output_tokens", "invalid_type")
@@ -274,6 +195,11 @@ def parse_create_request(body: Any) -> CreateRequest:
         user=_optional_str(body, "user"),
         text_format=_text_format(body),
         parallel_tool_calls=_bool(body, "parallel_tool_calls", True),
+        tools=tools,
+        tool_choice=parse_tool_choice(body.get("tool_choice"), tools),
+        previous_response_id=_optional_str(body, "previous_response_id"),
+        thread_id=_optional_str(body, "thread_id"),
+        max_tool_calls=max_tool_calls,
     )
 
 

@@ -103,6 +103,15 @@ class TextDelta:
 
 
 @attrs.frozen
+class ArgumentsDelta:
+    """A piece of the JSON arguments of the function_call item at ``output_index``."""
+
+    response_id: str
+    output_index: int
+    delta: str
+
+
+@attrs.frozen
 class ItemFinished:
     """The output item at ``output_index`` is done, with its final status."""
 
@@ -144,6 +153,7 @@ Event = Union[
     ResponseAccepted,
     ItemStarted,
     TextDelta,
+    ArgumentsDelta,
     ItemFinished,
     ResponseFinished,
     ResponseDeleted,
@@ -156,6 +166,7 @@ TAGS: dict[type, str] = {
     ResponseAccepted: "response.accepted",
     ItemStarted: "response.item_started",
     TextDelta: "response.text_delta",
+    ArgumentsDelta: "response.arguments_delta",
     ItemFinished: "response.item_finished",
     ResponseFinished: "response.finished",
     ResponseDeleted: "response.deleted",

@@ -25,17 +25,27 @@ def response_stream(response_id: str) -> str:
 
 
 class ResponsesProjection:
-    """Response id -> ResponseView, for every response in the ledger."""
+    """Response id -> ResponseView, for every response in the ledger, plus thread indexes.
+
+    A conversation's context is found by walking ``previous_response_id`` links from view
+    to view (each view keeps only its own input and output), so loading turn N costs
+    O(N + items) dictionary lookups, whatever the size of the ledger.
+    """
 
     name = "responses"
 
     def __init__(self) -> None:
         self.views: dict[str, ResponseView] = {}
+        self.threads: dict[tuple[str, str], list[str]] = {}  # (platform_id, thread_id) -> response ids
 
     def apply(self, recorded: Recorded) -> None:
         event = recorded.event
         if isinstance(event, ResponseAccepted):
-            self.views[event.response_id], _ = ResponseView.start(recorded, render=False)
+            view, _ = ResponseView.start(recorded, render=False)
+            self.views[event.response_id] = view
+            thread_id = view.params.get("thread_id")
+            if thread_id:
+                self.threads.setdefault((event.platform_id, thread_id), []).append(event.response_id)
             return
         response_id = getattr(event, "response_id", None)
         if response_id is not None:
@@ -51,6 +61,28 @@ class ResponsesProjection:
         if end_user_id is not None and view.end_user_id != end_user_id:
             return None
         return view
+
+    def context_items(self, view: ResponseView) -> list[dict[str, Any]]:
+        """Every item of the conversation up to and including ``view``: inputs and outputs, in order."""
+        chain = []
+        current: Optional[ResponseView] = view
+        seen = set()
+        while current is not None and current.response_id not in seen:
+            seen.add(current.response_id)
+            chain.append(current)
+            parent = current.params.get("previous_response_id")
+            current = self.views.get(parent) if parent else None
+        items: list[dict[str, Any]] = []
+        for turn in reversed(chain):
+            items.extend(turn.accepted.input_items)
+            items.extend(turn.items)
+        return items
+
+    def thread(self, platform_id: str, thread_id: str, end_user_id: Optional[str] = None) -> list[ResponseView]:
+        """The caller's responses in a thread, oldest first (deleted ones left out)."""
+        ids = self.threads.get((platform_id, thread_id), [])
+        views = [self.views[i] for i in ids]
+        return [v for v in views if not v.deleted and (end_user_id is None or v.end_user_id == end_user_id)]
 
     def fingerprint(self) -> Any:
         digest = hashlib.sha256()

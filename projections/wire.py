@@ -11,7 +11,10 @@ Mapping (ledger event -> SSE events, each with the next ``sequence_number``):
     response.accepted        response.created, response.in_progress
     response.item_started    response.output_item.added (+ response.content_part.added for a message)
     response.text_delta      response.output_text.delta
-    response.item_finished   response.output_text.done, response.content_part.done,
+    response.arguments_delta response.function_call_arguments.delta
+    response.item_finished   message: response.output_text.done, response.content_part.done,
+                             response.output_item.done;
+                             function_call: response.function_call_arguments.done (with name),
                              response.output_item.done
     response.finished        response.completed | response.incomplete | error + response.failed;
                              nothing when the client had disconnected (nobody was listening)
@@ -29,6 +32,7 @@ from typing import Any, Optional
 import orjson
 
 from ledger.events import (
+    ArgumentsDelta,
     ItemFinished,
     ItemStarted,
     ResponseAccepted,
@@ -64,7 +68,16 @@ def sorted_json(value: Any) -> Any:
 
 
 def _item(item: dict[str, Any]) -> dict[str, Any]:
-    """An output item in a fixed key order: OpenAI's for messages, sorted for the rest."""
+    """An output item in a fixed key order: OpenAI's for messages and calls, sorted for the rest."""
+    if item.get("type") == "function_call":
+        return {
+            "id": item["id"],
+            "type": "function_call",
+            "status": item["status"],
+            "call_id": item["call_id"],
+            "name": item["name"],
+            "arguments": item.get("arguments", ""),
+        }
     if item.get("type") == "message":
         return {
             "id": item["id"],
@@ -179,6 +192,14 @@ class ResponseView:
                     "logprobs": [],
                 },
             )
+        if isinstance(event, ArgumentsDelta):
+            item = self.items[event.output_index]
+            item["arguments"] += event.delta
+            return self._emit(
+                render,
+                "response.function_call_arguments.delta",
+                lambda: {"item_id": item["id"], "output_index": event.output_index, "delta": event.delta},
+            )
         if isinstance(event, ItemStarted):
             return self._item_started(event, render)
         if isinstance(event, ItemFinished):
@@ -217,6 +238,13 @@ class ResponseView:
                 render, "response.output_text.done", lambda: {**common, "text": part["text"], "logprobs": []}
             )
             out += self._emit(render, "response.content_part.done", lambda: {**common, "part": part})
+        elif item.get("type") == "function_call":
+            out += self._emit(
+                render,
+                "response.function_call_arguments.done",
+                lambda: {"item_id": item["id"], "output_index": event.output_index, "name": item["name"],
+                         "arguments": item["arguments"]},
+            )
         return out + self._emit(
             render, "response.output_item.done", lambda: {"output_index": event.output_index, "item": item}
         )

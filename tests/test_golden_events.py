@@ -20,6 +20,7 @@ from ledger.events import (
     TAGS,
     ApiKeyCreated,
     ApiKeyRevoked,
+    ArgumentsDelta,
     ErrorInfo,
     ItemFinished,
     ItemStarted,
@@ -50,6 +51,7 @@ SAMPLES = [
     ),
     ItemStarted("resp_01", 0, {"id": "msg_02", "type": "message", "role": "assistant", "status": "in_progress", "content": []}),
     TextDelta("resp_01", 0, "Hello, \"world\"\n\t€"),
+    ArgumentsDelta("resp_01", 1, '{"city": "Par'),
     ItemFinished("resp_01", 0, "incomplete"),
     ResponseFinished(
         "resp_01",
