@@ -1,0 +1,132 @@
+"""Gateway overhead: latency and throughput through `assistiv serve` vs. the fast upstream itself.
+
+Uses the shared side-by-side harness pieces in ../shared/bench (fast_upstream.py, loadgen.py):
+
+  direct   loadgen -> fast upstream POST /v1/responses              (the upstream's own ceiling)
+  gateway  loadgen -> assistiv POST /v1/responses -> openai-chat adapter -> fast upstream
+           (streamed upstream call; every request, delta and terminal event durable in the
+            SQLite ledger before its bytes are sent)
+
+Phases: non-stream C=1 (sequential, --seq-requests requests), C=16 and C=64 (--duration s
+each); stream C=16, 64 and 100. Pinning as in the shared harness: upstream and gateway on
+CPU 0, the load generator on CPU 1. Prints a Markdown table with the added latency
+(gateway minus direct at the same phase) and, for streams, durable deltas per second.
+
+    .venv/bin/python bench/gateway_overhead.py [--duration 10] [--seq-requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_BENCH = ROOT.parent / "shared" / "bench"
+DELTAS_PER_STREAM = 8  # the fast upstream streams 8 content deltas per answer
+
+
+def start(cmd: list[str], log: Path, cpus: str, env: dict | None = None) -> subprocess.Popen:
+    out = open(log, "wb")
+    return subprocess.Popen(["taskset", "-c", cpus, *cmd], stdout=out, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})}, cwd=ROOT)
+
+
+def wait_for(log: Path, pattern: str, timeout_s: float = 30) -> re.Match:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        match = re.search(pattern, log.read_text(errors="replace"))
+        if match:
+            return match
+        time.sleep(0.05)
+    raise RuntimeError(f"{pattern!r} not seen in {log}:\n{log.read_text(errors='replace')}")
+
+
+def loadgen(url: str, key: str, model: str, *args: str) -> dict:
+    cmd = ["taskset", "-c", "1", sys.executable, str(SHARED_BENCH / "loadgen.py"), "--url", url, "--key", key,
+           "--model", model, "--api", "responses", "--quiet", "--json", "/dev/stdout", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"loadgen failed: {done.stderr}")
+    return json.loads(lines[-1])
+
+
+def phases(url: str, key: str, model: str, args) -> dict[str, dict]:
+    results = {}
+    loadgen(url, key, model, "-c", "8", "--duration", "2", "--warmup", "0", "--no-check")  # warm up
+    results["ns-c1"] = loadgen(url, key, model, "-c", "1", "--requests", str(args.seq_requests),
+                               "--warmup-requests", "100")
+    for c in (16, 64):
+        results[f"ns-c{c}"] = loadgen(url, key, model, "-c", str(c), "--duration", str(args.duration))
+    for c in (16, 64, 100):
+        results[f"st-c{c}"] = loadgen(url, key, model, "--mode", "stream", "-c", str(c),
+                                      "--duration", str(args.duration))
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--seq-requests", type=int, default=2000)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="assistiv-bench-"))
+    procs = []
+    try:
+        upstream = start([sys.executable, str(SHARED_BENCH / "fast_upstream.py"), "--port", "0"],
+                         work / "upstream.log", "0")
+        procs.append(upstream)
+        port = wait_for(work / "upstream.log", r"READY (\d+)").group(1)
+        config = work / "bench.toml"
+        config.write_text(
+            f'[[providers]]\nname = "fast"\nkind = "openai-chat"\nbase_url = "http://127.0.0.1:{port}/v1"\n\n'
+            '[[models]]\nid = "bench-model"\nprovider = "fast"\nupstream_model = "bench-model"\n'
+        )
+        gateway = start([sys.executable, "-m", "gateway", "serve", "--port", "0", "--data-dir", str(work / "data"),
+                         "--config", str(config)], work / "gateway.log", "0")
+        procs.append(gateway)
+        url = wait_for(work / "gateway.log", r"listening on (http://\S+)").group(1)
+        key = wait_for(work / "gateway.log", r"(sk-plat_\S+)").group(1)
+        direct = phases(f"http://127.0.0.1:{port}", "x", "bench-model", args)
+        ours = phases(url, key, "bench-model", args)
+        gateway.terminate()
+        gateway.wait(30)
+        verified = subprocess.run([sys.executable, "-m", "replay", "--data-dir", str(work / "data"), "verify"],
+                                  capture_output=True, cwd=ROOT).returncode == 0
+        report(direct, ours, verified, args)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def report(direct: dict, ours: dict, verified: bool, args) -> None:
+    print(f"\nMachine: nproc={os.cpu_count()}, python {sys.version.split()[0]}; duration {args.duration}s per phase; "
+          f"ledger verified after the run: {verified}\n")
+    print("| phase | direct req/s | gateway req/s | direct p50 ms | gateway p50 ms | +p50 ms | direct p99 ms | "
+          "gateway p99 ms | +p99 ms | gateway errors | durable deltas/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for phase in direct:
+        d, g = direct[phase], ours[phase]
+        # latency_ms is the full response (non-stream) or time to the last byte (stream)
+        d50, g50 = d["latency_ms"]["p50"], g["latency_ms"]["p50"]
+        d99, g99 = d["latency_ms"]["p99"], g["latency_ms"]["p99"]
+        deltas = f"{g['rps'] * DELTAS_PER_STREAM:,.0f}" if phase.startswith("st") else "-"
+        print(f"| {phase} | {d['rps']:,.0f} | {g['rps']:,.0f} | {d50:.3f} | {g50:.3f} | {g50 - d50:+.3f} | "
+              f"{d99:.3f} | {g99:.3f} | {g99 - d99:+.3f} | {g.get('errors', 0)} | {deltas} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
