@@ -7,6 +7,7 @@ is the truth: reopening it, two store objects on one file, and a real second pro
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import attrs
+import orjson
 import pytest
+import rfc8785
 import trio
 
 from ledger.chain import GENESIS_HASH, verify_rows
@@ -344,6 +347,33 @@ async def test_stored_hash_chain_verifies_and_detects_edits(ledger_h):
         verify_rows(rows[:10] + rows[11:])
     with pytest.raises(ChainBroken):
         verify_rows(rows[:-1], expected_head_hash=records[-1].hash)
+
+
+async def test_stored_hashes_follow_the_documented_formula(ledger_h):
+    """Recomputed independently (hashlib + rfc8785), hash = sha256(prev_hash bytes || JCS(record)) for every row."""
+    store = ledger_h.store
+    await store.append([new("s", 0), NewEvent("p", PlatformCreated("plat_1", "Zürich ☃"))])
+    await store.append([new("s", 1)])
+    expected_prev = GENESIS_HASH
+    for position, stream, version, event_id, type_, recorded_at, prev_hash, hash_, data in ledger_h.stored_rows():
+        event = orjson.loads(data)
+        assert event["type"] == type_
+        body = rfc8785.dumps(
+            {
+                "event": event,
+                "event_id": event_id,
+                "position": position,
+                "prev_hash": prev_hash,
+                "recorded_at": recorded_at,
+                "stream": stream,
+                "version": version,
+            }
+        )
+        assert prev_hash == expected_prev
+        assert hash_ == hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
+        assert data.encode() == rfc8785.dumps(event)  # the stored event JSON is canonical too
+        expected_prev = hash_
+    assert expected_prev == (await store.read_all())[-1].hash
 
 
 # --- concurrency -----------------------------------------------------------------------------------
