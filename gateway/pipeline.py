@@ -148,9 +148,20 @@ class ResponseRun:
                 with trio.CancelScope(shield=True):
                     await self._record_disconnect()
 
-    def _start_item(self, item: dict[str, Any]) -> list[Any]:
-        """Events that finish the open items and start ``item`` at the next output index."""
-        events: list[Any] = self._close_items("completed")
+    def _start_item(self, item: dict[str, Any], close_calls: bool) -> list[Any]:
+        """Events that finish the open message (and open calls, if ``close_calls``) and start ``item``.
+
+        Function calls stay open until the stream ends or text follows them, because some
+        servers interleave the argument pieces of parallel calls.
+        """
+        if close_calls:
+            events: list[Any] = self._close_items("completed")
+        elif self._message_index is not None:
+            events = [ItemFinished(self.response_id, self._message_index, "completed")]
+            self._open.remove(self._message_index)
+            self._message_index = None
+        else:
+            events = []
         index = self._items_started
         self._items_started += 1
         self._open.append(index)
@@ -165,14 +176,14 @@ class ResponseRun:
             if self._message_index is None:
                 item = {"id": new_id("msg"), "type": "message", "status": "in_progress", "role": "assistant",
                         "content": []}
-                starts = self._start_item(item)
+                starts = self._start_item(item, close_calls=True)
                 self._message_index = self._open[-1]
             self._output_chars += len(event.text)
             return await self._append(*starts, TextDelta(self.response_id, self._message_index, event.text))
         if isinstance(event, ToolCallStart):
             item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress",
                     "call_id": event.call_id, "name": event.name, "arguments": ""}
-            starts = self._start_item(item)
+            starts = self._start_item(item, close_calls=False)
             self._tool_indexes[event.index] = self._open[-1]
             return await self._append(*starts)
         if isinstance(event, ToolCallArguments):

@@ -18,3 +18,22 @@ class TestOpenAIChatEndToEnd(UpstreamE2E):
         assert body["model"] == "upstream-model-v1"
         assert body["messages"] == [{"role": "system", "content": instructions}, {"role": "user", "content": prompt}]
         assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+
+    def test_interleaved_parallel_calls_stream_consistently(self, gw, upstream):
+        """Interleaved argument pieces of parallel calls: each call's deltas add up to its done event."""
+        from tests.upstream_e2e import CALLS, raw_stream
+        from tests.test_responses_e2e import parse_sse
+
+        upstream.handler = self.fake.tool_calls_answer(CALLS, interleave=True)
+        tools = [{"type": "function", "name": name, "parameters": {"type": "object"}} for _, name, _ in CALLS]
+        events = parse_sse(raw_stream(gw, {"model": "fake-model", "input": "both", "tools": tools}))
+        for index, (call_id, name, arguments) in enumerate(CALLS):
+            deltas = [e["delta"] for e in events
+                      if e["type"] == "response.function_call_arguments.delta" and e["output_index"] == index]
+            done = [e for e in events
+                    if e["type"] == "response.function_call_arguments.done" and e["output_index"] == index]
+            assert "".join(deltas) == arguments == done[0]["arguments"] and done[0]["name"] == name
+            done_at = events.index(done[0])
+            assert all(events.index(e) < done_at for e in events
+                       if e["type"] == "response.function_call_arguments.delta" and e["output_index"] == index)
+        assert [o["call_id"] for o in events[-1]["response"]["output"]] == [c[0] for c in CALLS]
