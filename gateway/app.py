@@ -1,4 +1,4 @@
-"""The quart-trio application: routes, auth, and errors in OpenAI's shape.
+"""The quart-trio application: error handling in OpenAI's shape, health, and the route modules.
 
 Handlers stay thin: they authenticate, validate, and hand work to the pipeline or read a
 projection. Every error leaves as ``{"error": {...}}`` (CONTRACT), including Quart's own
@@ -8,63 +8,18 @@ projection. Every error leaves as ``{"error": {...}}`` (CONTRACT), including Qua
 from __future__ import annotations
 
 import logging
-import time
-from contextlib import aclosing
-from typing import Any, Optional
+from typing import Any
 
-import orjson
-from quart import Response, make_response, request
+from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from gateway.errors import ApiError, invalid, not_found, unauthorized, upstream_error
-from gateway.conversation import check_call_outputs
-from gateway.paging import cursor_page
-from gateway.pipeline import ResponseRun, UpstreamFailedEarly
-from gateway.responses_request import check_model_rules, parse_create_request
+from gateway.errors import ApiError
+from gateway.http import error_response, json_response
+from gateway.routes import responses as responses_routes
 from gateway.services import Services
-from ledger.events import ResponseDeleted
-from ledger.store import NewEvent
-from projections.responses import response_stream
-from projections.tenancy import KeyInfo
-from projections.wire import render_stream, sorted_json
 
 log = logging.getLogger("assistiv.gateway")
-
-SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-MODEL_CREATED_AT = 1_735_689_600  # fixed "created" of configured models (2025-01-01), stable across restarts
-
-
-def json_response(body: Any, status: int = 200, headers: Optional[dict[str, str]] = None) -> Response:
-    return Response(orjson.dumps(body), status=status, headers=headers, content_type="application/json")
-
-
-def error_response(error: ApiError) -> Response:
-    return json_response(error.body(), error.status, error.headers)
-
-
-def authenticate(services: Services) -> KeyInfo:
-    """The caller's key from ``Authorization: Bearer``; 401 unless known, active and unexpired."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, raw = header.partition(" ")
-    if scheme.lower() != "bearer" or not raw.strip():
-        raise unauthorized("Missing API key. Send 'Authorization: Bearer <key>'.")
-    info = services.tenancy.lookup(raw.strip())
-    if info is None:
-        raise unauthorized("Incorrect API key provided.")
-    if info.revoked:
-        raise unauthorized("This API key has been revoked.")
-    if info.expires_at is not None and info.expires_at <= time.time():
-        raise unauthorized("This API key has expired.")
-    return info
-
-
-async def json_body() -> Any:
-    data = await request.get_data()
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise invalid(f"We could not parse the JSON body of your request: {exc}.") from None
 
 
 def create_app(services: Services) -> QuartTrio:
@@ -96,147 +51,5 @@ def create_app(services: Services) -> QuartTrio:
             body["projections"] = {p.name: p.fingerprint() for p in services.runner.projections}
         return json_response(body)
 
-    @app.get("/v1/models")
-    async def list_models() -> Response:
-        authenticate(services)
-        data = [_model_object(m) for m in services.config.usable_models()]
-        return json_response({"object": "list", "data": data})
-
-    @app.get("/v1/models/<path:model_id>")
-    async def get_model(model_id: str) -> Response:
-        authenticate(services)
-        model = services.config.model(model_id)
-        if model is None:
-            raise not_found(f"The model '{model_id}' does not exist.", "model_not_found", "model")
-        return json_response(_model_object(model))
-
-    @app.post("/v1/responses")
-    async def create_response() -> Response:
-        key = authenticate(services)
-        create = parse_create_request(await json_body())
-        model = services.config.model(create.model)
-        if model is None:
-            raise not_found(f"The model '{create.model}' does not exist or you do not have access to it.",
-                            "model_not_found", "model")
-        check_model_rules(create, model.min_output_tokens)
-        parent = _conversation_parent(services, key, create)
-        context = services.responses.context_items(parent) if parent is not None else []
-        check_call_outputs(context, create.input_items)
-        params = create.echoed_params()
-        params["previous_response_id"] = parent.response_id if parent is not None else None
-        run = ResponseRun(
-            services.store,
-            services.providers[model.provider],
-            create,
-            model_id=model.id,
-            provider_name=model.provider,
-            upstream_model=model.upstream_model or model.id,
-            platform_id=key.platform_id,
-            end_user_id=key.end_user_id,
-            context=context,
-            params=params,
-        )
-        services.inflight.enter()
-        streaming = False
-        frames = run.frames()
-        try:
-            try:
-                first = await frames.__anext__()
-            except UpstreamFailedEarly as exc:
-                raise upstream_error(f"The upstream provider failed: {exc.error.message}",
-                                     exc.error.timeout) from None
-            if not create.stream:
-                async with aclosing(frames):
-                    async for _ in frames:
-                        pass
-                return json_response(run.view.response_object())
-
-            async def body():
-                try:
-                    async with aclosing(frames):
-                        yield first
-                        async for chunk in frames:
-                            yield chunk
-                finally:
-                    services.inflight.exit()
-
-            response = await make_response(body(), 200, SSE_HEADERS)
-            response.timeout = None
-            streaming = True
-            return response
-        finally:
-            if not streaming:
-                services.inflight.exit()
-
-    @app.get("/v1/responses/<response_id>")
-    async def get_response(response_id: str) -> Response:
-        key = authenticate(services)
-        view = _owned_response(services, key, response_id)
-        if request.args.get("stream", "").lower() == "true":
-            records = await services.store.read_stream(response_stream(response_id))
-            records = [r for r in records if r.position <= view.last_position]
-            return Response(render_stream(records), status=200, headers=SSE_HEADERS)
-        return json_response(view.response_object())
-
-    @app.delete("/v1/responses/<response_id>")
-    async def delete_response(response_id: str) -> Response:
-        key = authenticate(services)
-        view = _owned_response(services, key, response_id)
-        stream = response_stream(response_id)
-        await services.store.append(
-            [NewEvent(stream, ResponseDeleted(response_id), f"{response_id}.deleted")]
-        )
-        del view
-        return json_response({"id": response_id, "object": "response", "deleted": True})
-
-    @app.get("/v1/responses/<response_id>/input_items")
-    async def list_input_items(response_id: str) -> Response:
-        key = authenticate(services)
-        view = _owned_response(services, key, response_id)
-        return json_response(cursor_page(sorted_json(view.accepted.input_items), lambda item: item["id"]))
-
-    @app.get("/v1/threads/<thread_id>/responses")
-    async def list_thread(thread_id: str) -> Response:
-        key = authenticate(services)
-        views = services.responses.thread(key.platform_id, thread_id, key.end_user_id)
-        page = cursor_page(views, lambda view: view.response_id, default_order="asc")
-        page["data"] = [view.response_object() for view in page["data"]]
-        return json_response(page)
-
+    responses_routes.register(app, services)
     return app
-
-
-def _conversation_parent(services: Services, key: KeyInfo, create):
-    """The response this turn continues: ``previous_response_id``, else the thread's latest completed one."""
-    if create.previous_response_id:
-        parent = services.responses.get(create.previous_response_id, key.platform_id, key.end_user_id)
-        if parent is None:
-            raise not_found(f"Previous response with id '{create.previous_response_id}' not found.",
-                            "previous_response_not_found", "previous_response_id")
-        if not parent.params.get("store", True):
-            raise not_found(f"Previous response with id '{create.previous_response_id}' was created with "
-                            "store=false, so it cannot be continued; send the earlier items in 'input' instead.",
-                            "previous_response_not_found", "previous_response_id")
-        if not parent.finished:
-            raise invalid(f"Previous response with id '{create.previous_response_id}' is still in progress; "
-                          "continue it once it has finished.", "previous_response_id", "previous_response_in_progress")
-        return parent
-    if create.thread_id:
-        completed = [v for v in services.responses.thread(key.platform_id, create.thread_id, key.end_user_id)
-                     if v.status == "completed"]
-        return completed[-1] if completed else None
-    return None
-
-
-def _owned_response(services: Services, key: KeyInfo, response_id: str):
-    view = services.responses.get(response_id, key.platform_id, key.end_user_id)
-    if view is None:
-        raise not_found(f"Response with id '{response_id}' not found.", "response_not_found")
-    return view
-
-
-def _model_object(model) -> dict[str, Any]:
-    return {"id": model.id, "object": "model", "created": MODEL_CREATED_AT, "owned_by": model.owned_by}
-
-
-__all__ = ["create_app"]

@@ -45,6 +45,182 @@ class ApiKeyRevoked:
     platform_id: str
 
 
+@attrs.frozen
+class PlatformUpdated:
+    """A platform's name and settings after a change (the whole new state, not a diff).
+
+    ``default_budget_micros``: each new end user gets a monthly budget of this size.
+    The rate limits are the platform's defaults for its end users (None = no limit).
+    """
+
+    platform_id: str
+    name: str
+    default_budget_micros: Optional[int] = None
+    rpm_limit: Optional[int] = None
+    tpm_limit: Optional[int] = None
+    rpd_limit: Optional[int] = None
+
+
+@attrs.frozen
+class EndUserCreated:
+    """An end user of a platform, unique per platform by ``external_id``."""
+
+    end_user_id: str
+    platform_id: str
+    external_id: str
+    display_name: Optional[str] = None
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class EndUserUpdated:
+    """An end user's editable state after a change; ``is_active`` false = deleted (deactivated)."""
+
+    end_user_id: str
+    platform_id: str
+    display_name: Optional[str]
+    metadata: dict[str, Any]
+    is_active: bool
+
+
+@attrs.frozen
+class RateLimitsSet:
+    """Per-end-user rate-limit overrides (None = that dimension unlimited); ``cleared`` drops them all."""
+
+    platform_id: str
+    end_user_id: str
+    rpm_limit: Optional[int] = None
+    tpm_limit: Optional[int] = None
+    rpd_limit: Optional[int] = None
+    cleared: bool = False
+
+
+# --- money ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class PricesPublished:
+    """A version of the price table; charges name the version they used.
+
+    ``models`` maps a model id to its decimal-string prices in USD per million tokens
+    (``input``, ``cached_input``, ``output``); ``sha256`` is over the canonical JSON of
+    ``models``; ``calculator_version`` names the rounding rule charges follow.
+    """
+
+    version_id: str
+    sha256: str
+    calculator_version: str
+    models: dict[str, dict[str, str]]
+
+
+@attrs.frozen
+class WalletCredited:
+    """Money into (or, negative ``amount_micros``, out of) a platform wallet by hand.
+
+    ``kind``: top_up | refund | adjustment.
+    """
+
+    platform_id: str
+    transaction_id: str
+    kind: str
+    amount_micros: int
+    description: Optional[str] = None
+
+
+@attrs.frozen
+class BudgetSet:
+    """An end user's budget settings after a create or change (the whole state).
+
+    ``period``: one_time | daily | monthly (UTC calendar boundaries); at each boundary the
+    spend resets and, with ``auto_replenish``, the limit becomes ``replenish_micros``.
+    """
+
+    platform_id: str
+    end_user_id: str
+    budget_id: str
+    max_micros: int
+    period: str
+    auto_replenish: bool = False
+    replenish_micros: Optional[int] = None
+    low_balance_threshold_micros: Optional[int] = None
+    is_suspended: bool = False
+
+
+@attrs.frozen
+class BudgetToppedUp:
+    """The budget limit raised by ``amount_micros`` (re-arms the low-balance alert)."""
+
+    platform_id: str
+    end_user_id: str
+    transaction_id: str
+    amount_micros: int
+    description: Optional[str] = None
+
+
+@attrs.frozen
+class BudgetLowBalance:
+    """The remaining budget fell to or below its threshold (once per crossing)."""
+
+    platform_id: str
+    end_user_id: str
+    remaining_micros: int
+
+
+@attrs.frozen
+class HoldPlaced:
+    """Money reserved on one account (``wallet`` of the platform or ``budget`` of the end user).
+
+    ``capped``: the worst case exceeded what was available, so the hold is only what was
+    available (at most one capped hold per account is in flight at a time).
+    """
+
+    reservation_id: str
+    account: str  # wallet | budget
+    platform_id: str
+    end_user_id: Optional[str]
+    amount_micros: int
+    capped: bool = False
+
+
+@attrs.frozen
+class HoldReleased:
+    """A hold ended: ``settled`` charges ``charged_micros`` (may exceed the hold), ``voided`` charges 0."""
+
+    reservation_id: str
+    account: str
+    platform_id: str
+    end_user_id: Optional[str]
+    outcome: str  # settled | voided
+    charged_micros: int
+    description: Optional[str] = None
+
+
+@attrs.frozen
+class UsageCharged:
+    """What one upstream call cost, and everything needed to recompute it.
+
+    cost = ceil(input x input price + cached x cached price + output x output price) in
+    micro-USD, prices from ``price_version_id`` (whose hash is ``price_sha256``), by
+    ``calculator_version``. ``token_count_method``: reported | estimated.
+    """
+
+    response_id: str
+    platform_id: str
+    end_user_id: Optional[str]
+    model: str
+    provider: str
+    request_type: str  # response | chat.completion
+    usage: "Usage"
+    token_count_method: str
+    price_version_id: str
+    price_sha256: str
+    calculator_version: str
+    cost_micros: int
+    status: str  # success | interrupted | failed
+    latency_ms: int
+    billing_status: str  # billed | free | voided
+
+
 # --- responses -----------------------------------------------------------------------------
 
 
@@ -150,6 +326,18 @@ Event = Union[
     PlatformCreated,
     ApiKeyCreated,
     ApiKeyRevoked,
+    PlatformUpdated,
+    EndUserCreated,
+    EndUserUpdated,
+    RateLimitsSet,
+    PricesPublished,
+    WalletCredited,
+    BudgetSet,
+    BudgetToppedUp,
+    BudgetLowBalance,
+    HoldPlaced,
+    HoldReleased,
+    UsageCharged,
     ResponseAccepted,
     ItemStarted,
     TextDelta,
@@ -163,6 +351,18 @@ TAGS: dict[type, str] = {
     PlatformCreated: "platform.created",
     ApiKeyCreated: "api_key.created",
     ApiKeyRevoked: "api_key.revoked",
+    PlatformUpdated: "platform.updated",
+    EndUserCreated: "end_user.created",
+    EndUserUpdated: "end_user.updated",
+    RateLimitsSet: "rate_limits.set",
+    PricesPublished: "prices.published",
+    WalletCredited: "wallet.credited",
+    BudgetSet: "budget.set",
+    BudgetToppedUp: "budget.topped_up",
+    BudgetLowBalance: "budget.low_balance",
+    HoldPlaced: "hold.placed",
+    HoldReleased: "hold.released",
+    UsageCharged: "usage.charged",
     ResponseAccepted: "response.accepted",
     ItemStarted: "response.item_started",
     TextDelta: "response.text_delta",
