@@ -55,6 +55,14 @@ class ModelConfig:
     output_usd_per_mtok: str = "0"
     cached_input_usd_per_mtok: Optional[str] = None
     min_output_tokens: Optional[int] = None
+    reserve_output_tokens: int = 4096  # output tokens reserved when a request sets no max_output_tokens
+
+    def prices(self) -> dict[str, str]:
+        """This model's prices as recorded in a price table (decimal strings, USD per million tokens)."""
+        table = {"input": self.input_usd_per_mtok, "output": self.output_usd_per_mtok}
+        if self.cached_input_usd_per_mtok is not None:
+            table["cached_input"] = self.cached_input_usd_per_mtok
+        return table
 
 
 @attrs.frozen
@@ -66,6 +74,12 @@ class ServerConfig:
 
 
 @attrs.frozen
+class BillingConfig:
+    enabled: bool = True  # false: no pre-flight money checks, holds or charges (benchmarks, private use)
+    hold_usd_max: str = "25"  # one request never reserves more than this
+
+
+@attrs.frozen
 class LedgerConfig:
     url: Optional[str] = None
 
@@ -74,6 +88,7 @@ class LedgerConfig:
 class Config:
     server: ServerConfig = ServerConfig()
     ledger: LedgerConfig = LedgerConfig()
+    billing: BillingConfig = BillingConfig()
     providers: tuple[ProviderConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
 

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import math
 from contextlib import aclosing
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
+
+import attrs
 
 import trio
 
+from gateway.billing.book import Book, Reservation
 from gateway.conversation import model_call
+from gateway.errors import ApiError
 from gateway.providers.base import (
     Finish,
     Provider,
@@ -36,11 +40,13 @@ from gateway.providers.base import (
 )
 from gateway.request_input import new_id
 from gateway.responses_request import CreateRequest
+from ledger.errors import ConcurrencyConflict
 from ledger.events import (
     ArgumentsDelta,
     ErrorInfo,
     ItemFinished,
     ItemStarted,
+    RequestKeyed,
     ResponseAccepted,
     ResponseFinished,
     TextDelta,
@@ -51,6 +57,27 @@ from projections.responses import response_stream
 from projections.wire import CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT, UPSTREAM_FAILED, ResponseView
 
 CHARS_PER_TOKEN_ESTIMATE = 4  # documented estimate when the provider reports no usage
+
+
+ACCEPT_ATTEMPTS_MAX = 20  # reservation retries after losing a race for an account's version
+
+
+@attrs.define
+class RunBilling:
+    """What a run needs to reserve and settle: the book, its reservation, the worst case."""
+
+    book: Book
+    reservation: Reservation
+    worst_case_micros: int
+    catch_up: Callable[[], Awaitable[Any]]
+
+
+class ResponseExists(Exception):
+    """The response id (derived from an Idempotency-Key) is already recorded."""
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(response_id)
+        self.response_id = response_id
 
 
 class UpstreamFailedEarly(Exception):
@@ -78,6 +105,8 @@ class ResponseRun:
         response_id: Optional[str] = None,
         context: Optional[list[dict[str, Any]]] = None,
         params: Optional[dict[str, Any]] = None,
+        billing: Optional["RunBilling"] = None,
+        request_sha256: Optional[str] = None,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -94,6 +123,8 @@ class ResponseRun:
             input_items=request.input_items,
             end_user_id=end_user_id,
         )
+        self.keyed = RequestKeyed(self.response_id, request_sha256) if request_sha256 else None
+        self.billing = billing
         self.upstream_model = upstream_model
         self.context = context or []
         self.view: Optional[ResponseView] = None
@@ -107,16 +138,17 @@ class ResponseRun:
         self._tool_indexes: dict[int, int] = {}  # provider's tool-call index -> output index
         self.finished = False
 
-    async def _append(self, *events: Any) -> bytes:
-        """Append events to this response's stream; return their rendered bytes once durable."""
+    async def _append(self, *events: Any, extra: Sequence[NewEvent] = ()) -> bytes:
+        """Append events to this response's stream (plus ``extra`` events on account streams)
+        atomically; return the rendered bytes once durable."""
         batch = [
             NewEvent(self.stream, event, f"{self.response_id}.{self._version + i + 1}", self._version + i)
             for i, event in enumerate(events)
         ]
-        records = await self.store.append(batch)
-        self._version = records[-1].version
+        records = await self.store.append([*batch, *extra])
+        self._version += len(batch)
         out = b""
-        for recorded in records:
+        for recorded in records[: len(batch)]:
             if self.view is None:
                 self.view, rendered = ResponseView.start(recorded)
             else:
@@ -124,9 +156,32 @@ class ResponseRun:
             out += rendered
         return out
 
+    async def _accept(self) -> bytes:
+        """Record the request with its holds (pre-flight runs here); retry on a lost race."""
+        first = [self.accepted] + ([self.keyed] if self.keyed is not None else [])
+        if self.billing is None:
+            return await self._append(*first)
+        book = self.billing.book
+        for _ in range(ACCEPT_ATTEMPTS_MAX):
+            holds = book.reserve(self.billing.reservation, self.billing.worst_case_micros)
+            try:
+                return await self._append(*first, extra=holds)
+            except ConcurrencyConflict as conflict:
+                book.abandon(holds, self.response_id)
+                if conflict.stream == self.stream:
+                    raise ResponseExists(self.response_id) from conflict
+                await self.billing.catch_up()
+        raise ApiError(503, "Too much contention on this account; retry the request.", code="busy",
+                       type_="server_error")
+
+    def _settle(self, usage: Usage, estimated: bool, status: str, charge: bool = True) -> list[NewEvent]:
+        if self.billing is None:
+            return []
+        return self.billing.book.settle(self.billing.reservation, self.stream, usage, estimated, status, charge)
+
     async def frames(self) -> AsyncIterator[bytes]:
         """The SSE bytes of this response, each chunk durable before it is yielded."""
-        pending = await self._append(self.accepted)
+        pending = await self._accept()
         try:
             call = model_call(self.request, self.upstream_model, self.context)
             async with aclosing(self.provider.stream(call)) as upstream:
@@ -232,6 +287,7 @@ class ResponseRun:
         out = await self._append(
             *self._close_items(item_status),
             ResponseFinished(self.response_id, status, usage, estimated, incomplete_reason=reason),
+            extra=self._settle(usage, estimated, "success"),
         )
         self.finished = True
         return out
@@ -239,10 +295,12 @@ class ResponseRun:
     async def _finish_failed(self, error: ProviderError, interruption: str = UPSTREAM_FAILED) -> bytes:
         usage, estimated = self._usage_so_far()
         code = "upstream_timeout" if error.timeout else "upstream_error"
+        before_output = interruption == FAILED_BEFORE_OUTPUT
         out = await self._append(
             *self._close_items("incomplete"),
             ResponseFinished(self.response_id, "failed", usage, estimated, error=ErrorInfo(code, error.message),
                              interruption=interruption),
+            extra=self._settle(usage, estimated, "failed" if before_output else "interrupted", not before_output),
         )
         self.finished = True
         return out
@@ -253,5 +311,6 @@ class ResponseRun:
             *self._close_items("incomplete"),
             ResponseFinished(self.response_id, "incomplete", usage, estimated, incomplete_reason=CLIENT_DISCONNECTED,
                              interruption=CLIENT_DISCONNECTED),
+            extra=self._settle(usage, estimated, "interrupted"),
         )
         self.finished = True

@@ -24,7 +24,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from gateway.app import create_app
 from gateway.config import Config
 from gateway.platforms import create_platform
-from gateway.services import build_services
+from gateway.services import build_services, publish_prices
 from ledger.sqlite import SQLiteStore
 
 HTTP_TIMEOUT = httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=10.0)
@@ -44,7 +44,8 @@ async def serve(config: Config, path: Path, host: str, port: int) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run)
             await nursery.start(services.runner.run)
-            if services.runner.position == 0:
+            await publish_prices(services)
+            if not services.tenancy.platforms:
                 created = await create_platform(store, "default")
                 say(f"Created platform 'default' ({created['platform_id']}).")
                 say(f"Platform API key (shown once, store it now): {created['api_key']['raw_key']}")

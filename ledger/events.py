@@ -261,6 +261,14 @@ class ResponseAccepted:
 
 
 @attrs.frozen
+class RequestKeyed:
+    """The request carried an ``Idempotency-Key``: the SHA-256 of its body, to tell a retry from a reuse."""
+
+    response_id: str
+    request_sha256: str
+
+
+@attrs.frozen
 class ItemStarted:
     """An output item began (a message, later function calls and MCP items)."""
 
@@ -339,6 +347,7 @@ Event = Union[
     HoldReleased,
     UsageCharged,
     ResponseAccepted,
+    RequestKeyed,
     ItemStarted,
     TextDelta,
     ArgumentsDelta,
@@ -364,6 +373,7 @@ TAGS: dict[type, str] = {
     HoldReleased: "hold.released",
     UsageCharged: "usage.charged",
     ResponseAccepted: "response.accepted",
+    RequestKeyed: "response.request_keyed",
     ItemStarted: "response.item_started",
     TextDelta: "response.text_delta",
     ArgumentsDelta: "response.arguments_delta",

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import orjson
 
-from ledger.events import ResponseAccepted
+from ledger.events import RequestKeyed, ResponseAccepted
 from ledger.store import Recorded
 from projections.wire import ResponseView
 
@@ -37,6 +37,7 @@ class ResponsesProjection:
     def __init__(self) -> None:
         self.views: dict[str, ResponseView] = {}
         self.threads: dict[tuple[str, str], list[str]] = {}  # (platform_id, thread_id) -> response ids
+        self.request_hashes: dict[str, str] = {}  # response id -> body hash, for Idempotency-Key retries
 
     def apply(self, recorded: Recorded) -> None:
         event = recorded.event
@@ -47,6 +48,8 @@ class ResponsesProjection:
             if thread_id:
                 self.threads.setdefault((event.platform_id, thread_id), []).append(event.response_id)
             return
+        if isinstance(event, RequestKeyed):
+            self.request_hashes[event.response_id] = event.request_sha256
         response_id = getattr(event, "response_id", None)
         if response_id is not None:
             view = self.views.get(response_id)

@@ -23,8 +23,8 @@ from ledger.codec import event_from_json
 from ledger.errors import ChainBroken, LedgerError
 from ledger.sqlite import iter_rows
 from ledger.store import Recorded
+from projections.catalog import build_all
 from projections.responses import ResponsesProjection
-from projections.tenancy import TenancyProjection
 from projections.wire import ResponseView
 
 
@@ -52,8 +52,9 @@ def verify_ledger(conn: sqlite3.Connection, live: Optional[dict[str, Any]] = Non
     """Check the chain, decode and fold everything; compare with ``live`` if given."""
     report = VerifyReport()
     chain = ChainVerifier()
-    responses, tenancy = ResponsesProjection(), TenancyProjection()
-    projections = [tenancy, responses]
+    built = build_all()
+    responses, tenancy = built["responses"], built["tenancy"]
+    projections = list(built.values())
     streams: dict[str, list[Recorded]] = {}
     live_position = live.get("position") if live else None
     live_projections: Optional[dict[str, Any]] = None
@@ -81,7 +82,7 @@ def verify_ledger(conn: sqlite3.Connection, live: Optional[dict[str, Any]] = Non
         _check_renderer(streams, responses, report)
     if live is not None and report.ok:
         if live_position == 0:
-            live_projections = {p.name: p.fingerprint() for p in (TenancyProjection(), ResponsesProjection())}
+            live_projections = {name: p.fingerprint() for name, p in build_all().items()}
         if live_projections is None:
             report.fail(f"the live gateway is at position {live_position}, beyond this ledger's {report.events}")
         else:

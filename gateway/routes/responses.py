@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import aclosing
 from typing import Any
 
 from quart import Response, make_response, request
+import trio
 from quart_trio import QuartTrio
 
-from gateway.conversation import check_call_outputs
-from gateway.errors import invalid, not_found, upstream_error
+from gateway.billing.book import Reservation
+from gateway.billing.estimate import worst_case
+from gateway.config import ModelConfig
+from gateway.conversation import check_call_outputs, model_call
+from gateway.errors import ApiError, invalid, not_found, upstream_error
 from gateway.http import SSE_HEADERS, authenticate, json_body, json_response
 from gateway.paging import cursor_page
-from gateway.pipeline import ResponseRun, UpstreamFailedEarly
+from gateway.pipeline import ResponseExists, ResponseRun, RunBilling, UpstreamFailedEarly
 from gateway.responses_request import check_model_rules, parse_create_request
 from gateway.services import Services
+from ledger.codec import canonical_json
 from ledger.events import ResponseDeleted
 from ledger.store import NewEvent
 from projections.responses import response_stream
 from projections.tenancy import KeyInfo
 from projections.wire import render_stream, sorted_json
 
+IDEMPOTENT_WAIT_S_MAX = 600  # how long a retry waits for the original request to finish
 MODEL_CREATED_AT = 1_735_689_600  # fixed "created" of configured models (2025-01-01), stable across restarts
 
 
@@ -42,12 +49,19 @@ def register(app: QuartTrio, services: Services) -> None:
     @app.post("/v1/responses")
     async def create_response() -> Response:
         key = authenticate(services)
-        create = parse_create_request(await json_body())
+        body = await json_body()
+        create = parse_create_request(body)
         model = services.config.model(create.model)
         if model is None:
             raise not_found(f"The model '{create.model}' does not exist or you do not have access to it.",
                             "model_not_found", "model")
         check_model_rules(create, model.min_output_tokens)
+        idempotency_key = request.headers.get("Idempotency-Key")
+        response_id, request_sha256 = None, None
+        if idempotency_key:
+            response_id, request_sha256 = keyed_response_id(key, idempotency_key, body)
+            if response_id in services.responses.views:
+                return await _repeat(services, key, response_id, request_sha256, create.stream)
         parent = _conversation_parent(services, key, create)
         context = services.responses.context_items(parent) if parent is not None else []
         check_call_outputs(context, create.input_items)
@@ -62,9 +76,13 @@ def register(app: QuartTrio, services: Services) -> None:
             upstream_model=model.upstream_model or model.id,
             platform_id=key.platform_id,
             end_user_id=key.end_user_id,
+            response_id=response_id,
             context=context,
             params=params,
+            request_sha256=request_sha256,
         )
+        if services.config.billing.enabled:
+            run.billing = run_billing(services, run, model, context)
         services.inflight.enter()
         streaming = False
         frames = run.frames()
@@ -74,13 +92,15 @@ def register(app: QuartTrio, services: Services) -> None:
             except UpstreamFailedEarly as exc:
                 raise upstream_error(f"The upstream provider failed: {exc.error.message}",
                                      exc.error.timeout) from None
+            except ResponseExists:  # the same Idempotency-Key raced us; answer with that response
+                return await _repeat(services, key, run.response_id, request_sha256, create.stream)
             if not create.stream:
                 async with aclosing(frames):
                     async for _ in frames:
                         pass
                 return json_response(run.view.response_object())
 
-            async def body():
+            async def body_frames():
                 try:
                     async with aclosing(frames):
                         yield first
@@ -89,7 +109,7 @@ def register(app: QuartTrio, services: Services) -> None:
                 finally:
                     services.inflight.exit()
 
-            response = await make_response(body(), 200, SSE_HEADERS)
+            response = await make_response(body_frames(), 200, SSE_HEADERS)
             response.timeout = None
             streaming = True
             return response
@@ -154,6 +174,45 @@ def _conversation_parent(services: Services, key: KeyInfo, create):
                      if v.status == "completed"]
         return completed[-1] if completed else None
     return None
+
+
+def keyed_response_id(key: KeyInfo, idempotency_key: str, body: Any) -> tuple[str, str]:
+    """(response id, request hash) for a request with an ``Idempotency-Key``.
+
+    The id is derived from the caller and the key, so a retry lands on the same ledger
+    stream (and can never touch another tenant's); the hash tells a retry from a reuse.
+    """
+    owner = f"{key.platform_id}:{key.end_user_id or ''}:{idempotency_key}"
+    response_id = "resp_" + hashlib.sha256(owner.encode()).hexdigest()[:32]
+    return response_id, hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+async def _repeat(services: Services, key: KeyInfo, response_id: str, request_sha256: str, stream: bool) -> Response:
+    """Answer a retried request with the original response (409 if the body differs)."""
+    if services.responses.request_hashes.get(response_id) != request_sha256:
+        raise ApiError(409, "This Idempotency-Key was already used with a different request body.",
+                       code="idempotency_key_reused")
+    view = _owned_response(services, key, response_id)
+    with trio.move_on_after(IDEMPOTENT_WAIT_S_MAX):
+        while not view.finished:  # the first request is still running: wait for its outcome
+            await trio.sleep(0.05)
+    if stream:
+        records = await services.store.read_stream(response_stream(response_id))
+        return Response(render_stream(records), status=200, headers=SSE_HEADERS)
+    return json_response(view.response_object())
+
+
+def run_billing(services: Services, run: ResponseRun, model: ModelConfig, context: list) -> RunBilling:
+    """Reservation details for a run: prices from the price table in force, the worst case."""
+    latest = services.prices.latest
+    prices = latest.models.get(model.id) if latest is not None else None
+    reservation = Reservation(
+        reservation_id=run.response_id, platform_id=run.accepted.platform_id, end_user_id=run.accepted.end_user_id,
+        model=model.id, provider=model.provider, request_type="response", prices=prices,
+        price_version_id=latest.version_id if latest else "", price_sha256=latest.sha256 if latest else "")
+    call = model_call(run.request, run.upstream_model, context)
+    worst = worst_case(call, model, services.config.billing.hold_usd_max)
+    return RunBilling(services.book, reservation, worst, services.runner.catch_up)
 
 
 def _owned_response(services: Services, key: KeyInfo, response_id: str):

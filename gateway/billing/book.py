@@ -1,0 +1,211 @@
+"""Pre-flight checks and reserve-then-settle decisions (DESIGN invariants 6 and 8).
+
+Decisions read the money projection and this process's own appends still on their way to
+the ledger, so they are made synchronously, without an ``await`` between checking and
+queueing the append:
+
+* ``pending`` holds and events per account stream are what this process has queued but
+  not yet seen committed; available = projection's available - pending holds.
+* Every hold is appended with ``expected_version`` = the account stream's committed
+  version + this process's pending appends to it. The writer commits a process's appends
+  in queue order, so these hold in-process; another process's append in between makes
+  the versions disagree, the hold is rejected (nothing recorded) and the caller retries
+  on fresh state. Two requests, or two gateway processes, can never spend the same money.
+
+Pre-flight order (CONTRACT): rate limit (429 + Retry-After), budget suspended, budget
+exhausted (remaining must be > 0), wallet insufficient (a zero-cost request passes). A
+request whose worst case exceeds what is available is still admitted while available > 0,
+but its hold is capped at what is available, and at most one such capped hold per account
+may be open at a time (others get the usual 402): the total overshoot of an account is
+bounded by one request's worst case. Settlement records the real cost, never clamped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any, Callable, Optional, Sequence
+
+import attrs
+
+from gateway.errors import ApiError
+from ledger.events import BudgetLowBalance, HoldPlaced, HoldReleased, ResponseAccepted, Usage, UsageCharged
+from ledger.store import EventStore, NewEvent, Recorded
+from projections.money import MoneyProjection, budget_stream, wallet_stream
+from projections.pricing import CALCULATOR_VERSION, PricesProjection, compute_cost_micros
+from projections.rates import RatesProjection
+from projections.tenancy import TenancyProjection
+
+
+def payment_required(code: str, message: str) -> ApiError:
+    return ApiError(402, message, code=code, type_="insufficient_quota")
+
+
+@attrs.define
+class Reservation:
+    """What a request reserved, and what settling it needs."""
+
+    reservation_id: str
+    platform_id: str
+    end_user_id: Optional[str]
+    model: str
+    provider: str
+    request_type: str
+    prices: Optional[dict[str, str]]
+    price_version_id: str
+    price_sha256: str
+    holds: dict[str, int] = attrs.Factory(dict)  # account (wallet|budget) -> micro-USD held
+    started_at: float = 0.0
+
+
+class Book:
+    """Money decisions of one gateway process."""
+
+    def __init__(self, store: EventStore, money: MoneyProjection, tenancy: TenancyProjection,
+                 prices: PricesProjection, rates: RatesProjection, clock: Callable[[], float] = time.time) -> None:
+        self.money = money
+        self.tenancy = tenancy
+        self.prices = prices
+        self.rates = rates
+        self.clock = clock
+        self._pending_streams: dict[str, str] = {}  # event id -> account stream, until committed
+        self._pending_holds: dict[str, tuple[str, int, bool]] = {}  # event id -> (stream, micros, capped)
+        self._pending_requests: dict[str, str] = {}  # response id -> end user, until accepted is recorded
+        self._events = Counter[str]()
+        self._held = Counter[str]()
+        self._capped = Counter[str]()
+        self._low_alerts: set[str] = set()
+        store.subscribe(self._on_commit)
+
+    # --- bookkeeping of this process's in-flight appends ------------------------------------
+
+    def _on_commit(self, records: Sequence[Recorded]) -> None:
+        for recorded in records:
+            self._forget(recorded.event_id)
+            if isinstance(recorded.event, ResponseAccepted):
+                self._pending_requests.pop(recorded.event.response_id, None)
+            elif isinstance(recorded.event, BudgetLowBalance):
+                self._low_alerts.discard(recorded.event.end_user_id)
+
+    def _forget(self, event_id: str) -> None:
+        stream = self._pending_streams.pop(event_id, None)
+        if stream is not None:
+            self._events[stream] -= 1
+        hold = self._pending_holds.pop(event_id, None)
+        if hold is not None:
+            self._held[hold[0]] -= hold[1]
+            self._capped[hold[0]] -= hold[2]
+
+    def abandon(self, events: Sequence[NewEvent], response_id: Optional[str] = None) -> None:
+        """Forget events whose append failed (nothing of them was recorded)."""
+        for new in events:
+            self._forget(new.event_id)
+            if isinstance(new.event, BudgetLowBalance):
+                self._low_alerts.discard(new.event.end_user_id)
+        if response_id is not None:
+            self._pending_requests.pop(response_id, None)
+
+    def _account_event(self, stream: str, event: Any, event_id: str, check_version: bool) -> NewEvent:
+        expected = self.money.stream_version(stream) + self._events[stream] if check_version else None
+        self._pending_streams[event_id] = stream
+        self._events[stream] += 1
+        return NewEvent(stream, event, event_id, expected)
+
+    # --- pre-flight and reservation ----------------------------------------------------------
+
+    def reserve(self, reservation: Reservation, worst_case_micros: int) -> list[NewEvent]:
+        """Run the pre-flight checks; return the hold events to append with ``response.accepted``.
+
+        Raises ApiError 429/402. Synchronous on purpose (see the module docstring).
+        """
+        now = self.clock()
+        pid, euid, rid = reservation.platform_id, reservation.end_user_id, reservation.reservation_id
+        if euid:
+            limits, _ = self.tenancy.rate_limits(pid, euid)
+            pending = sum(1 for user in self._pending_requests.values() if user == euid)
+            wait_s = self.rates.exceeded(euid, limits, now, pending)
+            if wait_s is not None:
+                raise ApiError(429, f"Rate limit reached for this end user; retry in {wait_s} s.",
+                               code="rate_limit_exceeded", type_="rate_limit_error",
+                               headers={"Retry-After": str(wait_s)})
+        budget = self.money.budget(euid)
+        plans: list[tuple[str, str, int, bool]] = []  # (account, stream, amount, capped)
+        if budget is not None:
+            stream = budget_stream(budget.end_user_id)
+            if budget.is_suspended:
+                raise payment_required("budget_suspended", "The end user's budget is suspended.")
+            available = budget.available_at(int(now)) - self._held[stream]
+            if available <= 0:
+                raise payment_required("budget_exhausted", "The end user's budget is exhausted.")
+            plans.append(self._plan("budget", stream, worst_case_micros, available, budget.capped_open,
+                                    "budget_exhausted"))
+        wallet = self.money.wallet_view(pid)
+        stream = wallet_stream(pid)
+        available = wallet.available_micros - self._held[stream]
+        if worst_case_micros > 0 and available <= 0:
+            raise payment_required("wallet_insufficient", "The platform wallet has insufficient funds.")
+        plans.append(self._plan("wallet", stream, worst_case_micros, available, wallet.capped_open,
+                                "wallet_insufficient"))
+        events = []
+        for account, stream, amount, capped in plans:
+            if amount <= 0:
+                continue
+            hold = HoldPlaced(rid, account, pid, euid, amount, capped)
+            new = self._account_event(stream, hold, f"{rid}.hold.{account}", check_version=True)
+            self._pending_holds[new.event_id] = (stream, amount, capped)
+            self._held[stream] += amount
+            self._capped[stream] += capped
+            reservation.holds[account] = amount
+            events.append(new)
+        if euid:
+            self._pending_requests[rid] = euid
+        reservation.started_at = now
+        return events
+
+    def _plan(self, account: str, stream: str, worst: int, available: int, capped_open: int,
+              code: str) -> tuple[str, str, int, bool]:
+        """The hold on one account: the worst case, or what is available (capped, one at a time)."""
+        if worst <= available:
+            return account, stream, worst, False
+        if capped_open + self._capped[stream] > 0:
+            raise payment_required(code, f"Not enough {account} funds for this request's worst case while "
+                                         "another under-reserved request is in flight; retry shortly.")
+        return account, stream, available, True
+
+    # --- settlement ---------------------------------------------------------------------------
+
+    def settle(self, reservation: Reservation, response_stream: str, usage: Usage, estimated: bool, status: str,
+               charge: bool = True) -> list[NewEvent]:
+        """The events that charge ``usage`` (or void, ``charge=False``) and release the holds."""
+        cost = compute_cost_micros(usage, reservation.prices) if charge else 0
+        rid, pid, euid = reservation.reservation_id, reservation.platform_id, reservation.end_user_id
+        billing_status = "voided" if not charge else ("billed" if cost else "free")
+        events = [NewEvent(response_stream, UsageCharged(
+            response_id=rid, platform_id=pid, end_user_id=euid, model=reservation.model,
+            provider=reservation.provider, request_type=reservation.request_type, usage=usage,
+            token_count_method="estimated" if estimated else "reported",
+            price_version_id=reservation.price_version_id, price_sha256=reservation.price_sha256,
+            calculator_version=CALCULATOR_VERSION, cost_micros=cost, status=status,
+            latency_ms=int((self.clock() - reservation.started_at) * 1000), billing_status=billing_status,
+        ), f"{rid}.charge")]
+        tokens = usage.input_tokens + usage.output_tokens
+        description = f"Inference: {tokens} tokens ({reservation.model})"
+        budget = self.money.budget(euid)
+        accounts = {"wallet": wallet_stream(pid)}
+        if budget is not None:
+            accounts["budget"] = budget_stream(budget.end_user_id)
+        for account, stream in accounts.items():
+            if account not in reservation.holds and not cost:
+                continue
+            outcome = "settled" if charge else "voided"
+            release = HoldReleased(rid, account, pid, euid, outcome, cost, description)
+            events.append(self._account_event(stream, release, f"{rid}.release.{account}", check_version=False))
+        if budget is not None and cost and budget.low_balance_threshold_micros is not None:
+            remaining = budget.available_at(int(self.clock())) + budget.reserved_micros - cost
+            if remaining <= budget.low_balance_threshold_micros and budget.low_armed \
+                    and budget.end_user_id not in self._low_alerts:
+                self._low_alerts.add(budget.end_user_id)
+                alert = BudgetLowBalance(pid, budget.end_user_id, remaining)
+                events.append(self._account_event(budget_stream(budget.end_user_id), alert, f"{rid}.low_balance",
+                                                  check_version=False))
+        return events

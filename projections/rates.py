@@ -1,0 +1,86 @@
+"""Rate windows: requests and tokens per end user over the last minute and day.
+
+Folded from ``response.accepted`` (a request) and ``usage.charged`` (its tokens) at their
+recorded times; entries older than a day are dropped as later events arrive, so memory
+stays bounded by one day's traffic per end user. ``check`` compares the windows with the
+limits in force at ``now`` (the caller's clock).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any, Optional
+
+from ledger.events import ResponseAccepted, UsageCharged
+from ledger.store import Recorded
+
+MINUTE_S = 60
+DAY_S = 86_400
+
+
+class Window:
+    """(time_s, amount) entries in time order, with a running total."""
+
+    __slots__ = ("entries", "total")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, int]] = deque()
+        self.total = 0
+
+    def add(self, at_s: float, amount: int, span_s: int) -> None:
+        self.entries.append((at_s, amount))
+        self.total += amount
+        self.prune(at_s - span_s)
+
+    def prune(self, before_s: float) -> None:
+        while self.entries and self.entries[0][0] <= before_s:
+            self.total -= self.entries.popleft()[1]
+
+    def since(self, after_s: float) -> tuple[int, Optional[float]]:
+        """(sum of amounts after ``after_s``, time of the oldest such entry)."""
+        total, oldest = 0, None
+        for at, amount in reversed(self.entries):
+            if at <= after_s:
+                break
+            total += amount
+            oldest = at
+        return total, oldest
+
+
+class RatesProjection:
+    """Per end user: request times (for rpm and rpd) and token counts (for tpm)."""
+
+    name = "rates"
+
+    def __init__(self) -> None:
+        self.requests: dict[str, Window] = {}
+        self.tokens: dict[str, Window] = {}
+
+    def apply(self, recorded: Recorded) -> None:
+        event = recorded.event
+        at = recorded.recorded_at / 1_000_000
+        if isinstance(event, ResponseAccepted) and event.end_user_id:
+            self.requests.setdefault(event.end_user_id, Window()).add(at, 1, DAY_S)
+        elif isinstance(event, UsageCharged) and event.end_user_id:
+            used = event.usage.input_tokens + event.usage.output_tokens
+            self.tokens.setdefault(event.end_user_id, Window()).add(at, used, MINUTE_S)
+
+    def exceeded(self, end_user_id: str, limits: Any, now_s: float, pending_requests: int = 0) -> Optional[int]:
+        """Seconds to wait (Retry-After) if a limit is reached at ``now_s``, else None."""
+        waits = []
+        requests = self.requests.get(end_user_id, Window())
+        for limit, span in ((limits.rpm_limit, MINUTE_S), (limits.rpd_limit, DAY_S)):
+            if limit is None:
+                continue
+            count, oldest = requests.since(now_s - span)
+            if count + pending_requests >= limit:
+                waits.append((oldest + span - now_s) if oldest is not None else 1)
+        if limits.tpm_limit is not None:
+            used, oldest = self.tokens.get(end_user_id, Window()).since(now_s - MINUTE_S)
+            if used >= limits.tpm_limit:
+                waits.append((oldest + MINUTE_S - now_s) if oldest is not None else 1)
+        return max(1, math.ceil(max(waits))) if waits else None
+
+    def fingerprint(self) -> Any:
+        return {"requests": sorted((k, len(w.entries)) for k, w in self.requests.items())}

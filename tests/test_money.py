@@ -1,0 +1,205 @@
+"""The money fold and the book's decisions, with recorded times and the clock injected (never slept)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from gateway.billing.book import Book, Reservation
+from gateway.errors import ApiError
+from ledger.events import BudgetSet, BudgetToppedUp, HoldPlaced, HoldReleased, Usage, WalletCredited
+from ledger.memory import MemoryStore
+from ledger.store import NewEvent, Recorded
+from projections.money import MoneyProjection, budget_stream, wallet_stream
+from projections.pricing import PricesProjection, compute_cost_micros
+from projections.rates import RatesProjection
+from projections.runner import ProjectionRunner
+from projections.tenancy import TenancyProjection
+
+PRICES = {"input": "100.00", "cached_input": "50.00", "output": "200.00"}
+
+
+def at(*args: int) -> int:
+    """Unix seconds of a UTC date-time."""
+    return int(dt.datetime(*args, tzinfo=dt.timezone.utc).timestamp())
+
+
+class Folder:
+    """Feeds events with chosen recorded times into a MoneyProjection."""
+
+    def __init__(self) -> None:
+        self.money = MoneyProjection()
+        self.position = 0
+        self.versions: dict[str, int] = {}
+
+    def apply(self, stream: str, event, when_s: int) -> None:
+        self.position += 1
+        self.versions[stream] = self.versions.get(stream, 0) + 1
+        self.money.apply(Recorded(self.position, stream, self.versions[stream], f"e{self.position}", when_s * 1_000_000,
+                                  "0" * 64, "0" * 64, event))
+
+
+def spend(folder: Folder, euid: str, micros: int, when_s: int, rid: str) -> None:
+    folder.apply(budget_stream(euid), HoldPlaced(rid, "budget", "p", euid, micros), when_s)
+    folder.apply(budget_stream(euid), HoldReleased(rid, "budget", "p", euid, "settled", micros), when_s)
+
+
+def test_calculator_rounds_up_and_prices_cached_tokens():
+    """cost = ceil(uncached x input + cached x cached + output x output) micro-USD."""
+    usage = Usage(input_tokens=10, cached_input_tokens=4, output_tokens=3)
+    assert compute_cost_micros(usage, PRICES) == 6 * 100 + 4 * 50 + 3 * 200
+    assert compute_cost_micros(Usage(input_tokens=1), {"input": "0.15", "output": "0.6"}) == 1  # 0.15 rounds up
+    assert compute_cost_micros(usage, None) == 0
+    assert compute_cost_micros(Usage(input_tokens=3, cached_input_tokens=3), {"input": "1", "output": "1"}) == 3
+
+
+def test_daily_budget_resets_at_utc_midnight():
+    """Spend resets when an event lands on the next UTC day; a read's view_at sees it without an event."""
+    folder = Folder()
+    folder.apply(budget_stream("eu"), BudgetSet("p", "eu", "b", 1_000_000, "daily"), at(2026, 3, 1, 10))
+    spend(folder, "eu", 400_000, at(2026, 3, 1, 23, 59), "r1")
+    budget = folder.money.budget("eu")
+    assert budget.remaining_micros == 600_000
+    assert budget.view_at(at(2026, 3, 2, 0, 0, 1)) == (1_000_000, 0, at(2026, 3, 2))
+    assert budget.view_at(at(2026, 3, 1, 23, 59, 59))[1] == 400_000
+    spend(folder, "eu", 100_000, at(2026, 3, 2, 8), "r2")
+    assert (budget.used_micros, budget.period_start) == (100_000, at(2026, 3, 2))
+    assert [t.type for t in budget.transactions] == ["opening_balance", "debit", "period_reset", "debit"]
+    assert budget.transactions[-1].balance_after_micros == 900_000
+
+
+def test_monthly_auto_replenish_sets_the_limit_at_the_boundary():
+    """A monthly budget with auto_replenish gets max = replenish_amount on the 1st, spend reset."""
+    folder = Folder()
+    folder.apply(budget_stream("eu"), BudgetSet("p", "eu", "b", 5_000_000, "monthly", True, 2_000_000),
+                 at(2026, 1, 15))
+    spend(folder, "eu", 4_500_000, at(2026, 1, 31, 23), "r1")
+    budget = folder.money.budget("eu")
+    assert budget.view_at(at(2026, 2, 1, 0, 0, 0)) == (2_000_000, 0, at(2026, 2, 1))
+    assert budget.period_start == at(2026, 1, 1)
+    spend(folder, "eu", 1, at(2026, 2, 3), "r2")
+    assert (budget.max_micros, budget.used_micros) == (2_000_000, 1)
+
+
+def test_one_time_budget_never_resets():
+    """A one_time budget keeps its spend across days and months."""
+    folder = Folder()
+    folder.apply(budget_stream("eu"), BudgetSet("p", "eu", "b", 1_000_000, "one_time"), at(2026, 1, 1))
+    spend(folder, "eu", 300_000, at(2026, 1, 2), "r1")
+    assert folder.money.budget("eu").view_at(at(2027, 6, 1))[1] == 300_000
+
+
+def test_wallet_statement_adds_up():
+    """Each wallet transaction carries the balance after it; holds change available, not balance."""
+    folder = Folder()
+    folder.apply(wallet_stream("p"), WalletCredited("p", "t1", "top_up", 1_000_000), at(2026, 1, 1))
+    folder.apply(wallet_stream("p"), HoldPlaced("r1", "wallet", "p", None, 300_000), at(2026, 1, 1))
+    wallet = folder.money.wallet("p")
+    assert (wallet.balance_micros, wallet.available_micros) == (1_000_000, 700_000)
+    folder.apply(wallet_stream("p"), HoldReleased("r1", "wallet", "p", None, "settled", 120_000), at(2026, 1, 1))
+    folder.apply(wallet_stream("p"), WalletCredited("p", "t2", "refund", 20_000), at(2026, 1, 2))
+    assert [(t.type, t.amount_micros, t.balance_after_micros) for t in wallet.transactions] == [
+        ("top_up", 1_000_000, 1_000_000), ("llm_usage", -120_000, 880_000), ("refund", 20_000, 900_000)]
+    assert wallet.reserved_micros == 0 and wallet.version == 4
+
+
+def test_top_up_rearms_low_balance():
+    """A budget top-up raises the limit and re-arms the low-balance alert."""
+    folder = Folder()
+    folder.apply(budget_stream("eu"), BudgetSet("p", "eu", "b", 1_000_000, "one_time", low_balance_threshold_micros=1),
+                 at(2026, 1, 1))
+    budget = folder.money.budget("eu")
+    budget.low_armed = False
+    folder.apply(budget_stream("eu"), BudgetToppedUp("p", "eu", "t", 500_000), at(2026, 1, 2))
+    assert budget.low_armed and budget.max_micros == 1_500_000
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def make_book(store: MemoryStore, clock: Clock) -> tuple[Book, MoneyProjection, ProjectionRunner]:
+    money, tenancy, prices, rates = MoneyProjection(), TenancyProjection(), PricesProjection(), RatesProjection()
+    runner = ProjectionRunner(store, [tenancy, prices, money, rates])
+    await runner.catch_up()
+    return Book(store, money, tenancy, prices, rates, clock), money, runner
+
+
+def reservation(rid: str, euid: str | None = "eu") -> Reservation:
+    return Reservation(rid, "p", euid, "m", "demo", "response", PRICES, "v1", "h")
+
+
+async def test_capped_hold_one_at_a_time():
+    """Worst case above available: the hold is capped, and a second capped hold is refused with 402."""
+    store, clock = MemoryStore(), Clock(at(2026, 5, 5))
+    await store.append([NewEvent(wallet_stream("p"), WalletCredited("p", "t", "top_up", 10_000_000)),
+                        NewEvent(budget_stream("eu"), BudgetSet("p", "eu", "b", 50_000, "monthly"))])
+    book, money, _ = await make_book(store, clock)
+    first = book.reserve(reservation("r1"), worst_case_micros=80_000)
+    assert [(e.event.account, e.event.amount_micros, e.event.capped) for e in first] == [
+        ("budget", 50_000, True), ("wallet", 80_000, False)]
+    with pytest.raises(ApiError) as refused:
+        book.reserve(reservation("r2"), worst_case_micros=10_000)  # nothing left after the pending cap
+    assert refused.value.code == "budget_exhausted"
+    await store.append(first)
+    assert money.budget("eu").capped_open == 1 and book._capped[budget_stream("eu")] == 0
+
+
+async def test_preflight_order_and_free_requests():
+    """Suspended beats exhausted beats wallet; a zero-cost request passes an empty wallet."""
+    store, clock = MemoryStore(), Clock(at(2026, 5, 5))
+    await store.append([NewEvent(budget_stream("eu"), BudgetSet("p", "eu", "b", 1, "one_time", is_suspended=True))])
+    book, _, _ = await make_book(store, clock)
+    with pytest.raises(ApiError) as suspended:
+        book.reserve(reservation("r1"), 1_000)
+    assert (suspended.value.status, suspended.value.code) == (402, "budget_suspended")
+    assert book.reserve(reservation("r2", euid=None), 0) == []  # free, no budget: passes an empty wallet
+    with pytest.raises(ApiError) as wallet:
+        book.reserve(reservation("r3", euid=None), 1)
+    assert wallet.value.code == "wallet_insufficient"
+
+
+async def test_two_processes_never_spend_the_same_money():
+    """Two books on one store (two gateway processes): stale versions are rejected, never double-spent."""
+    store, clock = MemoryStore(), Clock(at(2026, 5, 5))
+    await store.append([NewEvent(wallet_stream("p"), WalletCredited("p", "t", "top_up", 100_000))])
+    book_a, money_a, runner_a = await make_book(store, clock)
+    book_b, money_b, runner_b = await make_book(store, clock)
+    holds_a = book_a.reserve(reservation("ra", euid=None), 100_000)
+    holds_b = book_b.reserve(reservation("rb", euid=None), 100_000)  # B has not seen A's hold yet
+    await store.append(holds_a)
+    from ledger.errors import ConcurrencyConflict
+
+    with pytest.raises(ConcurrencyConflict):
+        await store.append(holds_b)
+    book_b.abandon(holds_b, "rb")
+    await runner_b.catch_up()
+    with pytest.raises(ApiError) as refused:
+        book_b.reserve(reservation("rb2", euid=None), 1)
+    assert refused.value.code == "wallet_insufficient"
+    assert money_b.wallet("p").reserved_micros == 100_000
+
+
+async def test_settle_charges_actual_usage_and_alerts_low_balance_once():
+    """Settlement releases the hold, charges the real cost, and records one low-balance alert per crossing."""
+    store, clock = MemoryStore(), Clock(at(2026, 5, 5))
+    await store.append([NewEvent(wallet_stream("p"), WalletCredited("p", "t", "top_up", 10_000_000)),
+                        NewEvent(budget_stream("eu"), BudgetSet("p", "eu", "b", 20_000, "one_time",
+                                                               low_balance_threshold_micros=15_000))])
+    book, money, _ = await make_book(store, clock)
+    alerts = []
+    for n in range(3):  # each costs 3,000: remaining 17,000, then 14,000 (crosses 15,000), then 11,000
+        res = reservation(f"r{n}")
+        await store.append(book.reserve(res, 9_000))
+        settle = book.settle(res, f"response-r{n}", Usage(input_tokens=10, output_tokens=10), False, "success")
+        await store.append(settle)
+        alerts.append([type(e.event).__name__ for e in settle].count("BudgetLowBalance"))
+    assert alerts == [0, 1, 0]
+    budget = money.budget("eu")
+    assert budget.used_micros == 3 * (10 * 100 + 10 * 200) and budget.reserved_micros == 0
+    assert money.wallet("p").balance_micros == 10_000_000 - 9_000
