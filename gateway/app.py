@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from gateway.errors import ApiError
 from gateway.http import error_response, json_response
 from gateway.routes import responses as responses_routes
+from gateway.routes import tenancy as tenancy_routes
 from gateway.services import Services
 
 log = logging.getLogger("assistiv.gateway")
@@ -52,4 +53,5 @@ def create_app(services: Services) -> QuartTrio:
         return json_response(body)
 
     responses_routes.register(app, services)
+    tenancy_routes.register(app, services)
     return app
