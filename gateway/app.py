@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from gateway.errors import ApiError
 from gateway.http import error_response, json_response
+from gateway.routes import billing as billing_routes
 from gateway.routes import responses as responses_routes
 from gateway.routes import tenancy as tenancy_routes
 from gateway.services import Services
@@ -54,4 +55,5 @@ def create_app(services: Services) -> QuartTrio:
 
     responses_routes.register(app, services)
     tenancy_routes.register(app, services)
+    billing_routes.register(app, services)
     return app
