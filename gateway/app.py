@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from gateway.errors import ApiError
 from gateway.http import error_response, json_response
 from gateway.routes import billing as billing_routes
+from gateway.routes import chat as chat_routes
 from gateway.routes import responses as responses_routes
 from gateway.routes import tenancy as tenancy_routes
 from gateway.services import Services
@@ -56,4 +57,5 @@ def create_app(services: Services) -> QuartTrio:
     responses_routes.register(app, services)
     tenancy_routes.register(app, services)
     billing_routes.register(app, services)
+    chat_routes.register(app, services)
     return app

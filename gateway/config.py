@@ -14,6 +14,7 @@ from typing import Optional
 
 import attrs
 import cattrs
+import httpx
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -31,10 +32,8 @@ class ProviderConfig:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 300.0  # longest silence between two upstream chunks (a slow first token is normal)
 
-    def timeout(self) -> "httpx.Timeout":
+    def timeout(self) -> httpx.Timeout:
         """Per-request timeouts for this provider's calls (pass as ``timeout=`` to httpx)."""
-        import httpx
-
         return httpx.Timeout(connect=self.connect_timeout_s, read=self.read_timeout_s, write=30.0, pool=10.0)
 
     def api_key(self) -> Optional[str]:

@@ -60,4 +60,7 @@ def model_call(request: CreateRequest, upstream_model: str, context: list[dict[s
         tools=[{k: t[k] for k in ("name", "description", "parameters", "strict")} for t in request.tools],
         tool_choice=request.tool_choice,
         parallel_tool_calls=request.parallel_tool_calls,
+        stop=request.stop,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
     )

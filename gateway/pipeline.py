@@ -107,6 +107,7 @@ class ResponseRun:
         params: Optional[dict[str, Any]] = None,
         billing: Optional["RunBilling"] = None,
         request_sha256: Optional[str] = None,
+        view_class: Any = ResponseView,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -127,7 +128,8 @@ class ResponseRun:
         self.billing = billing
         self.upstream_model = upstream_model
         self.context = context or []
-        self.view: Optional[ResponseView] = None
+        self.view_class = view_class  # the wire renderer: ResponseView, or ChatView for chat completions
+        self.view: Any = None
         self._version = 0
         self._usage: Optional[Usage] = None
         self._finish: Optional[str] = None
@@ -150,7 +152,7 @@ class ResponseRun:
         out = b""
         for recorded in records[: len(batch)]:
             if self.view is None:
-                self.view, rendered = ResponseView.start(recorded)
+                self.view, rendered = self.view_class.start(recorded)
             else:
                 rendered = self.view.apply(recorded)
             out += rendered

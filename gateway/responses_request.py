@@ -18,7 +18,7 @@ from typing import Any, Optional
 import attrs
 
 from gateway.errors import ApiError, invalid
-from gateway.request_input import new_id, parse_input
+from gateway.request_input import parse_input
 from gateway.request_tools import parse_tool_choice, parse_tools
 
 KNOWN_FIELDS = {
@@ -56,6 +56,9 @@ class CreateRequest:
     previous_response_id: Optional[str] = None
     thread_id: Optional[str] = None
     max_tool_calls: Optional[int] = None
+    stop: Optional[list[str]] = None  # set by Chat Completions requests only
+    presence_penalty: Optional[float] = None
+    frequency_penalty: Optional[float] = None
 
     def echoed_params(self) -> dict[str, Any]:
         """The request fields a Response object echoes (sorted; ``thread_id`` is our extension)."""

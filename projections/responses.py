@@ -59,8 +59,8 @@ class ResponsesProjection:
     def get(self, response_id: str, platform_id: str, end_user_id: Optional[str] = None) -> Optional[ResponseView]:
         """The view if it exists, is not deleted and belongs to the caller; else None."""
         view = self.views.get(response_id)
-        if view is None or view.deleted or view.platform_id != platform_id:
-            return None
+        if view is None or view.deleted or view.platform_id != platform_id or view.params.get("api"):
+            return None  # unknown, deleted, another tenant's, or a chat completion
         if end_user_id is not None and view.end_user_id != end_user_id:
             return None
         return view

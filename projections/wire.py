@@ -306,11 +306,18 @@ def _copy_item(item: dict[str, Any]) -> dict[str, Any]:
     return copy
 
 
+def view_class(accepted: ResponseAccepted):
+    """The renderer for a recorded request: Responses, or Chat Completions (projections.chat_wire)."""
+    from projections.chat_wire import ChatView, is_chat
+
+    return ChatView if is_chat(accepted) else ResponseView
+
+
 def render_stream(records: list[Recorded]) -> bytes:
-    """All SSE bytes of one response stream, from its records in version order."""
+    """All SSE bytes of one response (or chat completion) stream, from its records in version order."""
     if not records:
         return b""
-    view, out = ResponseView.start(records[0])
+    view, out = view_class(records[0].event).start(records[0])
     parts = [out]
     for recorded in records[1:]:
         parts.append(view.apply(recorded))

@@ -169,6 +169,8 @@ def build_request(call: ModelCall) -> dict[str, Any]:
         body["temperature"] = min(call.temperature, TEMPERATURE_MAX)
     if call.top_p is not None:
         body["top_p"] = call.top_p
+    if call.stop:
+        body["stop_sequences"] = call.stop  # Anthropic has no presence/frequency penalties: they are dropped
     if call.tools:
         body["tools"] = [{"name": t["name"], "description": t.get("description") or "",
                           "input_schema": t.get("parameters") or {"type": "object", "properties": {}}}

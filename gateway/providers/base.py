@@ -42,6 +42,9 @@ class ModelCall:
     tools: list[dict[str, Any]] = attrs.field(factory=list)
     tool_choice: Any = "auto"
     parallel_tool_calls: bool = True
+    stop: Optional[list[str]] = None  # Chat Completions' stop sequences (not in the Responses API)
+    presence_penalty: Optional[float] = None
+    frequency_penalty: Optional[float] = None
 
 
 @attrs.frozen

@@ -141,6 +141,10 @@ def build_request(call: ModelCall) -> dict[str, Any]:
         generation["topP"] = call.top_p
     if call.max_output_tokens is not None:
         generation["maxOutputTokens"] = call.max_output_tokens
+    for key, value in (("stopSequences", call.stop), ("presencePenalty", call.presence_penalty),
+                       ("frequencyPenalty", call.frequency_penalty)):
+        if value is not None:
+            generation[key] = value
     if json_format_instruction(call.text_format):
         generation["responseMimeType"] = "application/json"
         if call.text_format and call.text_format.get("type") == "json_schema":

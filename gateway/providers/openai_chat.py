@@ -126,7 +126,8 @@ def chat_payload(call: ModelCall) -> dict[str, Any]:
                                "stream_options": {"include_usage": True}}
     for key, value in (("temperature", call.temperature), ("top_p", call.top_p),
                        ("max_completion_tokens", call.max_output_tokens),
-                       ("response_format", _response_format(call.text_format))):
+                       ("response_format", _response_format(call.text_format)), ("stop", call.stop),
+                       ("presence_penalty", call.presence_penalty), ("frequency_penalty", call.frequency_penalty)):
         if value is not None:
             payload[key] = value
     if call.tools:

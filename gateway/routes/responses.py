@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from contextlib import aclosing
 from typing import Any
 
-from quart import Response, make_response, request
+from quart import Response, request
 import trio
 from quart_trio import QuartTrio
 
@@ -14,10 +13,11 @@ from gateway.billing.book import Reservation
 from gateway.billing.estimate import worst_case
 from gateway.config import ModelConfig
 from gateway.conversation import check_call_outputs, model_call
-from gateway.errors import ApiError, invalid, not_found, upstream_error
+from gateway.errors import ApiError, invalid, not_found
 from gateway.http import SSE_HEADERS, authenticate, json_body, json_response
 from gateway.paging import cursor_page
-from gateway.pipeline import ResponseExists, ResponseRun, RunBilling, UpstreamFailedEarly
+from gateway.pipeline import ResponseExists, ResponseRun, RunBilling
+from gateway.routes.running import answer
 from gateway.responses_request import check_model_rules, parse_create_request
 from gateway.services import Services
 from ledger.codec import canonical_json
@@ -83,39 +83,10 @@ def register(app: QuartTrio, services: Services) -> None:
         )
         if services.config.billing.enabled:
             run.billing = run_billing(services, run, model, context)
-        services.inflight.enter()
-        streaming = False
-        frames = run.frames()
         try:
-            try:
-                first = await frames.__anext__()
-            except UpstreamFailedEarly as exc:
-                raise upstream_error(f"The upstream provider failed: {exc.error.message}",
-                                     exc.error.timeout) from None
-            except ResponseExists:  # the same Idempotency-Key raced us; answer with that response
-                return await _repeat(services, key, run.response_id, request_sha256, create.stream)
-            if not create.stream:
-                async with aclosing(frames):
-                    async for _ in frames:
-                        pass
-                return json_response(run.view.response_object())
-
-            async def body_frames():
-                try:
-                    async with aclosing(frames):
-                        yield first
-                        async for chunk in frames:
-                            yield chunk
-                finally:
-                    services.inflight.exit()
-
-            response = await make_response(body_frames(), 200, SSE_HEADERS)
-            response.timeout = None
-            streaming = True
-            return response
-        finally:
-            if not streaming:
-                services.inflight.exit()
+            return await answer(services, run, create.stream, lambda view: view.response_object())
+        except ResponseExists:  # the same Idempotency-Key raced us; answer with that response
+            return await _repeat(services, key, run.response_id, request_sha256, create.stream)
 
     @app.get("/v1/responses/<response_id>")
     async def get_response(response_id: str) -> Response:
@@ -202,13 +173,14 @@ async def _repeat(services: Services, key: KeyInfo, response_id: str, request_sh
     return json_response(view.response_object())
 
 
-def run_billing(services: Services, run: ResponseRun, model: ModelConfig, context: list) -> RunBilling:
+def run_billing(services: Services, run: ResponseRun, model: ModelConfig, context: list,
+                request_type: str = "response") -> RunBilling:
     """Reservation details for a run: prices from the price table in force, the worst case."""
     latest = services.prices.latest
     prices = latest.models.get(model.id) if latest is not None else None
     reservation = Reservation(
         reservation_id=run.response_id, platform_id=run.accepted.platform_id, end_user_id=run.accepted.end_user_id,
-        model=model.id, provider=model.provider, request_type="response", prices=prices,
+        model=model.id, provider=model.provider, request_type=request_type, prices=prices,
         price_version_id=latest.version_id if latest else "", price_sha256=latest.sha256 if latest else "")
     call = model_call(run.request, run.upstream_model, context)
     worst = worst_case(call, model, services.config.billing.hold_usd_max)
@@ -225,5 +197,3 @@ def _owned_response(services: Services, key: KeyInfo, response_id: str):
 def _model_object(model) -> dict[str, Any]:
     return {"id": model.id, "object": "model", "created": MODEL_CREATED_AT, "owned_by": model.owned_by}
 
-
-__all__ = ["create_app"]

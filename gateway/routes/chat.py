@@ -1,0 +1,61 @@
+"""``POST /v1/chat/completions``: OpenAI Chat Completions on the same pipeline as responses.
+
+Same auth, pre-flight, reservation, providers, ledger and settlement as /v1/responses;
+only the request mapping (gateway/chat_request.py) and the wire renderer
+(projections/chat_wire.py) differ. Chat completions are not stored for later retrieval
+by the Responses routes, but every chunk is in the ledger and ``assistiv replay stream
+CHATCMPL_ID`` reproduces a chat stream byte for byte. The logs mark them
+``request_type: chat.completion``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from quart import Response
+from quart_trio import QuartTrio
+
+from gateway.chat_request import parse_chat_request
+from gateway.errors import ApiError, not_found
+from gateway.http import authenticate, json_body
+from gateway.pipeline import ResponseRun
+from gateway.routes.responses import run_billing
+from gateway.routes.running import answer
+from gateway.services import Services
+from projections.chat_wire import CHAT_API, ChatView
+
+
+def register(app: QuartTrio, services: Services) -> None:
+    @app.post("/v1/chat/completions")
+    async def create_chat_completion() -> Response:
+        key = authenticate(services)
+        body = await json_body()
+        create, include_usage = parse_chat_request(body)
+        model = services.config.model(create.model)
+        if model is None:
+            raise not_found(f"The model '{create.model}' does not exist or you do not have access to it.",
+                            "model_not_found", "model")
+        if model.min_output_tokens and create.max_output_tokens is not None \
+                and create.max_output_tokens < model.min_output_tokens:
+            param = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+            raise ApiError(422, f"Invalid '{param}': integer below minimum value. Expected a value >= "
+                                f"{model.min_output_tokens}, but got {create.max_output_tokens} instead.",
+                           code="integer_below_min_value", param=param)
+        params = {"api": CHAT_API, "include_usage": include_usage, "metadata": create.metadata,
+                  "store": create.store, "user": create.user}
+        run = ResponseRun(
+            services.store,
+            services.providers[model.provider],
+            create,
+            model_id=model.id,
+            provider_name=model.provider,
+            upstream_model=model.upstream_model or model.id,
+            platform_id=key.platform_id,
+            end_user_id=key.end_user_id,
+            response_id=f"chatcmpl-{uuid.uuid4().hex}",
+            params=params,
+            view_class=ChatView,
+        )
+        if services.config.billing.enabled:
+            run.billing = run_billing(services, run, model, [], request_type="chat.completion")
+        return await answer(services, run, create.stream, lambda view: view.completion_object())

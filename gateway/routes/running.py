@@ -1,0 +1,53 @@
+"""Answering with a run: the first step before any header, then JSON or a write-ahead SSE body.
+
+Shared by /v1/responses and /v1/chat/completions. The first ``frames()`` step (pre-flight,
+reservation, the provider's first event) runs before a status is chosen, so a 402/429 or
+an upstream failure before any output is still a plain HTTP error. A streamed body is
+counted in flight until its generator ends, so shutdown waits for it (bounded).
+"""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from typing import Any, Callable
+
+from quart import Response, make_response
+
+from gateway.errors import upstream_error
+from gateway.http import SSE_HEADERS, json_response
+from gateway.pipeline import ResponseRun, UpstreamFailedEarly
+from gateway.services import Services
+
+
+async def answer(services: Services, run: ResponseRun, stream: bool, final: Callable[[Any], dict]) -> Response:
+    """Run ``run``; answer ``final(view)`` as JSON, or stream its frames. ResponseExists propagates."""
+    services.inflight.enter()
+    streaming = False
+    frames = run.frames()
+    try:
+        try:
+            first = await frames.__anext__()
+        except UpstreamFailedEarly as exc:
+            raise upstream_error(f"The upstream provider failed: {exc.error.message}", exc.error.timeout) from None
+        if not stream:
+            async with aclosing(frames):
+                async for _ in frames:
+                    pass
+            return json_response(final(run.view))
+
+        async def body():
+            try:
+                async with aclosing(frames):
+                    yield first
+                    async for chunk in frames:
+                        yield chunk
+            finally:
+                services.inflight.exit()
+
+        response = await make_response(body(), 200, SSE_HEADERS)
+        response.timeout = None  # Quart's RESPONSE_TIMEOUT would cut long streams
+        streaming = True
+        return response
+    finally:
+        if not streaming:
+            services.inflight.exit()
