@@ -72,6 +72,9 @@ class UpstreamE2E:
             path.write_text(config_toml(cls.kind, fake.url + "/v1", key_env))
             gateway = start_gateway(tmp_path_factory.mktemp("gw"), "--config", str(path),
                                     env={key_env: "sk-upstream-e2e"})
+            # The model is priced: fund the platform wallet so the pre-flight lets requests through.
+            httpx.post(gateway.base_url + f"/platforms/{gateway.platform_id}/wallet/topup", json={"amount": 10},
+                       headers={"Authorization": f"Bearer {gateway.key}"}, timeout=30).raise_for_status()
             try:
                 yield gateway, fake
             finally:
