@@ -13,6 +13,7 @@ from projections.tenancy import hash_key
 PLATFORM_KEY_PREFIX = "sk-plat_"
 END_USER_KEY_PREFIX = "sk-eu_"
 KEY_PREFIX_CHARS_SHOWN = 12  # how much of a raw key lists may display
+MIN_CHOSEN_KEY_CHARS = 32  # a key chosen by the operator must still be hard to guess
 
 
 def platform_stream(platform_id: str) -> str:
@@ -36,10 +37,17 @@ def key_created(platform_id: str, raw_key: str, end_user_id: Optional[str] = Non
     )
 
 
-async def create_platform(store: EventStore, name: str) -> dict[str, Any]:
-    """Record a new platform and its first platform key; return them with the raw key."""
+async def create_platform(store: EventStore, name: str, raw_key: Optional[str] = None) -> dict[str, Any]:
+    """Record a new platform and its first platform key; return them with the raw key.
+
+    ``raw_key`` lets automation choose the first key (``ASSISTIV_BOOTSTRAP_PLATFORM_KEY``);
+    it must look like a platform key and is stored, like every key, only as its hash.
+    """
     platform_id = f"plat_{uuid.uuid4().hex[:24]}"
-    raw_key = new_raw_key(PLATFORM_KEY_PREFIX)
+    if raw_key is not None and (not raw_key.startswith(PLATFORM_KEY_PREFIX) or len(raw_key) < MIN_CHOSEN_KEY_CHARS):
+        raise ValueError(f"a chosen platform key must start with {PLATFORM_KEY_PREFIX!r} and have at least "
+                         f"{MIN_CHOSEN_KEY_CHARS} characters")
+    raw_key = raw_key or new_raw_key(PLATFORM_KEY_PREFIX)
     key = key_created(platform_id, raw_key)
     stream = platform_stream(platform_id)
     await store.append(

@@ -11,6 +11,7 @@ the process exits 0.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from functools import partial
@@ -46,7 +47,7 @@ async def serve(config: Config, path: Path, host: str, port: int) -> None:
             await nursery.start(services.runner.run)
             await publish_prices(services)
             if not services.tenancy.platforms:
-                created = await create_platform(store, "default")
+                created = await create_platform(store, "default", os.environ.get("ASSISTIV_BOOTSTRAP_PLATFORM_KEY"))
                 say(f"Created platform 'default' ({created['platform_id']}).")
                 say(f"Platform API key (shown once, store it now): {created['api_key']['raw_key']}")
             stop = trio.Event()
