@@ -72,10 +72,50 @@ def phases(url: str, key: str, model: str, args) -> dict[str, dict]:
     return results
 
 
+def billing_cost(port: str, work: Path, args) -> None:
+    """C=1 latency with billing on (priced model, end-user key with a budget, funded wallet) vs. off."""
+    import httpx
+
+    results = {}
+    for billing in (True, False):
+        config = work / f"billing-{billing}.toml"
+        config.write_text(
+            f'[billing]\nenabled = {"true" if billing else "false"}\n\n'
+            f'[[providers]]\nname = "fast"\nkind = "openai-chat"\nbase_url = "http://127.0.0.1:{port}/v1"\n\n'
+            '[[models]]\nid = "bench-model"\nprovider = "fast"\ninput_usd_per_mtok = "2.50"\n'
+            'output_usd_per_mtok = "10.00"\n')
+        log = work / f"gateway-billing-{billing}.log"
+        gateway = start([sys.executable, "-m", "gateway", "serve", "--port", "0", "--data-dir",
+                         str(work / f"data-billing-{billing}"), "--config", str(config)], log, "0")
+        try:
+            url = wait_for(log, r"listening on (http://\S+)").group(1)
+            key = wait_for(log, r"(sk-plat_\S+)").group(1)
+            pid = wait_for(log, r"\((plat_\w+)\)").group(1)
+            auth = {"Authorization": f"Bearer {key}"}
+            httpx.post(f"{url}/v1/platforms/{pid}/wallet/topup", json={"amount": 1000}, headers=auth).raise_for_status()
+            user = httpx.post(f"{url}/v1/platforms/{pid}/end-users", json={"external_id": "bench"}, headers=auth)
+            user.raise_for_status()
+            euid, eu_key = user.json()["id"], user.json()["api_key"]["raw_key"]
+            httpx.post(f"{url}/v1/platforms/{pid}/end-users/{euid}/budget", json={"max_usd": 1000},
+                       headers=auth).raise_for_status()
+            loadgen(url, eu_key, "bench-model", "-c", "8", "--duration", "2", "--warmup", "0", "--no-check")
+            results[billing] = loadgen(url, eu_key, "bench-model", "-c", "1", "--requests", str(args.seq_requests),
+                                       "--warmup-requests", "100")
+        finally:
+            gateway.terminate()
+            gateway.wait(30)
+    on, off = results[True]["latency_ms"], results[False]["latency_ms"]
+    print("\n| billing | p50 ms | p99 ms |\n|---|---|---|")
+    print(f"| on (auth + pre-flight + holds + settlement) | {on['p50']:.3f} | {on['p99']:.3f} |")
+    print(f"| off ([billing] enabled = false) | {off['p50']:.3f} | {off['p99']:.3f} |")
+    print(f"| added by billing | {on['p50'] - off['p50']:+.3f} | {on['p99'] - off['p99']:+.3f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--seq-requests", type=int, default=2000)
+    parser.add_argument("--billing-only", action="store_true", help="only the billing on/off comparison")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="assistiv-bench-"))
     procs = []
@@ -84,6 +124,9 @@ def main() -> int:
                          work / "upstream.log", "0")
         procs.append(upstream)
         port = wait_for(work / "upstream.log", r"READY (\d+)").group(1)
+        if args.billing_only:
+            billing_cost(port, work, args)
+            return 0
         config = work / "bench.toml"
         config.write_text(
             f'[[providers]]\nname = "fast"\nkind = "openai-chat"\nbase_url = "http://127.0.0.1:{port}/v1"\n\n'

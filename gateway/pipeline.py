@@ -60,6 +60,8 @@ CHARS_PER_TOKEN_ESTIMATE = 4  # documented estimate when the provider reports no
 
 
 ACCEPT_ATTEMPTS_MAX = 20  # reservation retries after losing a race for an account's version
+BUFFER_FLUSH_INTERVAL_S = 0.05  # a non-streamed answer's output events reach the ledger at least this often
+BUFFER_EVENTS_MAX = 256  # ... or in batches of at most this many events
 
 
 @attrs.define
@@ -138,6 +140,8 @@ class ResponseRun:
         self._items_started = 0
         self._message_index: Optional[int] = None  # the message item text goes to, while open
         self._tool_indexes: dict[int, int] = {}  # provider's tool-call index -> output index
+        self._buffer: list[Any] = []  # output events of a non-streamed answer not yet appended
+        self._flushed_at = trio.current_time()
         self.finished = False
 
     async def _append(self, *events: Any, extra: Sequence[NewEvent] = ()) -> bytes:
@@ -157,6 +161,23 @@ class ResponseRun:
                 rendered = self.view.apply(recorded)
             out += rendered
         return out
+
+    async def _emit(self, *events: Any) -> bytes:
+        """Record output events: at once when streaming (their bytes go out right after), or
+        batched for a non-streamed answer, which sends nothing until the end: flushed every
+        ``BUFFER_FLUSH_INTERVAL_S`` or ``BUFFER_EVENTS_MAX`` events, and always before the answer."""
+        if self.request.stream:
+            return await self._append(*events)
+        self._buffer.extend(events)
+        now = trio.current_time()
+        if len(self._buffer) >= BUFFER_EVENTS_MAX or now - self._flushed_at >= BUFFER_FLUSH_INTERVAL_S:
+            self._flushed_at = now
+            return await self._append(*self._take_buffer())
+        return b""
+
+    def _take_buffer(self) -> list[Any]:
+        events, self._buffer = self._buffer, []
+        return events
 
     async def _accept(self) -> bytes:
         """Record the request with its holds (pre-flight runs here); retry on a lost race."""
@@ -236,13 +257,13 @@ class ResponseRun:
                 starts = self._start_item(item, close_calls=True)
                 self._message_index = self._open[-1]
             self._output_chars += len(event.text)
-            return await self._append(*starts, TextDelta(self.response_id, self._message_index, event.text))
+            return await self._emit(*starts, TextDelta(self.response_id, self._message_index, event.text))
         if isinstance(event, ToolCallStart):
             item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress",
                     "call_id": event.call_id, "name": event.name, "arguments": ""}
             starts = self._start_item(item, close_calls=False)
             self._tool_indexes[event.index] = self._open[-1]
-            return await self._append(*starts)
+            return await self._emit(*starts)
         if isinstance(event, ToolCallArguments):
             index = self._tool_indexes.get(event.index)
             if index is None:
@@ -250,7 +271,7 @@ class ResponseRun:
             if not event.delta:
                 return b""
             self._output_chars += len(event.delta)
-            return await self._append(ArgumentsDelta(self.response_id, index, event.delta))
+            return await self._emit(ArgumentsDelta(self.response_id, index, event.delta))
         if isinstance(event, UsageReport):
             self._usage = event.usage
         elif isinstance(event, Finish):
@@ -287,6 +308,7 @@ class ResponseRun:
             status, reason = "completed", None
         item_status = "incomplete" if status == "incomplete" else "completed"
         out = await self._append(
+            *self._take_buffer(),
             *self._close_items(item_status),
             ResponseFinished(self.response_id, status, usage, estimated, incomplete_reason=reason),
             extra=self._settle(usage, estimated, "success"),
@@ -299,6 +321,7 @@ class ResponseRun:
         code = "upstream_timeout" if error.timeout else "upstream_error"
         before_output = interruption == FAILED_BEFORE_OUTPUT
         out = await self._append(
+            *self._take_buffer(),
             *self._close_items("incomplete"),
             ResponseFinished(self.response_id, "failed", usage, estimated, error=ErrorInfo(code, error.message),
                              interruption=interruption),
@@ -310,6 +333,7 @@ class ResponseRun:
     async def _record_disconnect(self) -> None:
         usage, estimated = self._usage_so_far()
         await self._append(
+            *self._take_buffer(),
             *self._close_items("incomplete"),
             ResponseFinished(self.response_id, "incomplete", usage, estimated, incomplete_reason=CLIENT_DISCONNECTED,
                              interruption=CLIENT_DISCONNECTED),
