@@ -28,6 +28,8 @@ upstream connection; no cancel scope is held across a ``yield``.
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import base64
 from typing import Any, AsyncIterator, Optional
 
@@ -220,43 +222,44 @@ async def _events(response: httpx.Response) -> AsyncIterator[ProviderEvent]:
     usage = Usage()
     stop_reason: Optional[str] = None
     tools: dict[int, list[Any]] = {}  # block index -> [tool call index, arguments seen?, start input]
-    async for name, data in iter_sse(response):
-        payload = json_data(data)
-        if not isinstance(payload, dict):
-            raise ProviderError(f"upstream sent an unexpected stream event: {data[:200]!r}")
-        kind = payload.get("type") or name
-        if kind == "message_start":
-            usage = _usage((payload.get("message") or {}).get("usage") or {}, usage)
-        elif kind == "content_block_start":
-            block = payload.get("content_block") or {}
-            if block.get("type") == "tool_use":
-                index = len(tools)
-                tools[payload.get("index", index)] = [index, False, block.get("input") or {}]
-                yield ToolCallStart(index, block["id"], block["name"])
-            elif block.get("type") == "text" and block.get("text"):
-                yield TextChunk(block["text"])
-        elif kind == "content_block_delta":
-            delta = payload.get("delta") or {}
-            if delta.get("type") == "text_delta" and delta.get("text"):
-                yield TextChunk(delta["text"])
-            elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+    async with aclosing(iter_sse(response)) as sse:
+        async for name, data in sse:
+            payload = json_data(data)
+            if not isinstance(payload, dict):
+                raise ProviderError(f"upstream sent an unexpected stream event: {data[:200]!r}")
+            kind = payload.get("type") or name
+            if kind == "message_start":
+                usage = _usage((payload.get("message") or {}).get("usage") or {}, usage)
+            elif kind == "content_block_start":
+                block = payload.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    index = len(tools)
+                    tools[payload.get("index", index)] = [index, False, block.get("input") or {}]
+                    yield ToolCallStart(index, block["id"], block["name"])
+                elif block.get("type") == "text" and block.get("text"):
+                    yield TextChunk(block["text"])
+            elif kind == "content_block_delta":
+                delta = payload.get("delta") or {}
+                if delta.get("type") == "text_delta" and delta.get("text"):
+                    yield TextChunk(delta["text"])
+                elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                    tool = tools.get(payload.get("index"))
+                    if tool is None:
+                        raise ProviderError("upstream sent tool arguments for a block that is not a tool call")
+                    tool[1] = True
+                    yield ToolCallArguments(tool[0], delta["partial_json"])
+            elif kind == "content_block_stop":
                 tool = tools.get(payload.get("index"))
-                if tool is None:
-                    raise ProviderError("upstream sent tool arguments for a block that is not a tool call")
-                tool[1] = True
-                yield ToolCallArguments(tool[0], delta["partial_json"])
-        elif kind == "content_block_stop":
-            tool = tools.get(payload.get("index"))
-            if tool is not None and not tool[1]:
-                yield ToolCallArguments(tool[0], orjson.dumps(tool[2]).decode())
-        elif kind == "message_delta":
-            stop_reason = (payload.get("delta") or {}).get("stop_reason") or stop_reason
-            usage = _usage(payload.get("usage") or {}, usage)
-        elif kind == "message_stop":
-            yield UsageReport(usage)
-            yield Finish(FINISH_REASONS.get(stop_reason or "", "stop"))
-            return
-        elif kind == "error":
-            error = payload.get("error") or {}
-            raise ProviderError(f"upstream error: {error.get('type', 'error')}: {error.get('message', '')}".strip())
+                if tool is not None and not tool[1]:
+                    yield ToolCallArguments(tool[0], orjson.dumps(tool[2]).decode())
+            elif kind == "message_delta":
+                stop_reason = (payload.get("delta") or {}).get("stop_reason") or stop_reason
+                usage = _usage(payload.get("usage") or {}, usage)
+            elif kind == "message_stop":
+                yield UsageReport(usage)
+                yield Finish(FINISH_REASONS.get(stop_reason or "", "stop"))
+                return
+            elif kind == "error":
+                error = payload.get("error") or {}
+                raise ProviderError(f"upstream error: {error.get('type', 'error')}: {error.get('message', '')}".strip())
     raise ProviderError("upstream stream ended before message_stop")

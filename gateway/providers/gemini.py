@@ -31,6 +31,8 @@ closes the upstream connection; no cancel scope is held across a ``yield``.
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import hashlib
 from typing import Any, AsyncIterator, Optional
 from urllib.parse import quote
@@ -211,44 +213,45 @@ async def _events(response: httpx.Response) -> AsyncIterator[ProviderEvent]:
     usage: Optional[Usage] = None
     finish: Optional[str] = None
     calls = 0
-    async for _, data in iter_sse(response):
-        chunk = json_data(data)
-        if not isinstance(chunk, dict):
-            raise ProviderError(f"upstream sent an unexpected stream chunk: {data[:200]!r}")
-        if isinstance(chunk.get("error"), dict):
-            error = chunk["error"]
-            raise ProviderError(f"upstream error: {error.get('status') or error.get('code')}: "
-                                f"{error.get('message', '')}")
-        if isinstance(chunk.get("usageMetadata"), dict):
-            usage = _usage(chunk["usageMetadata"])
-        if (chunk.get("promptFeedback") or {}).get("blockReason"):
-            finish = "content_filter"
-        candidates = chunk.get("candidates") or []
-        if not candidates:
-            continue
-        candidate = candidates[0]
-        for part in (candidate.get("content") or {}).get("parts") or []:
-            if part.get("text") and not part.get("thought"):
-                yield TextChunk(part["text"])
-            elif isinstance(part.get("functionCall"), dict):
-                function = part["functionCall"]
-                if not isinstance(function.get("name"), str):
-                    raise ProviderError("upstream sent a function call without a name")
-                arguments = orjson.dumps(function.get("args") or {}).decode()
-                yield ToolCallStart(calls, function.get("id") or call_id_for(calls, function["name"], arguments),
-                                    function["name"])
-                yield ToolCallArguments(calls, arguments)
-                calls += 1
-        reason = candidate.get("finishReason")
-        if reason and reason != "FINISH_REASON_UNSPECIFIED":
-            if reason in BROKEN_CALL_REASONS:
-                raise ProviderError(f"upstream model failed to call a tool ({reason})")
-            if reason == "MAX_TOKENS":
-                finish = "length"
-            elif reason in FILTER_REASONS:
+    async with aclosing(iter_sse(response)) as sse:
+        async for _, data in sse:
+            chunk = json_data(data)
+            if not isinstance(chunk, dict):
+                raise ProviderError(f"upstream sent an unexpected stream chunk: {data[:200]!r}")
+            if isinstance(chunk.get("error"), dict):
+                error = chunk["error"]
+                raise ProviderError(f"upstream error: {error.get('status') or error.get('code')}: "
+                                    f"{error.get('message', '')}")
+            if isinstance(chunk.get("usageMetadata"), dict):
+                usage = _usage(chunk["usageMetadata"])
+            if (chunk.get("promptFeedback") or {}).get("blockReason"):
                 finish = "content_filter"
-            else:
-                finish = "tool_calls" if calls else "stop"
+            candidates = chunk.get("candidates") or []
+            if not candidates:
+                continue
+            candidate = candidates[0]
+            for part in (candidate.get("content") or {}).get("parts") or []:
+                if part.get("text") and not part.get("thought"):
+                    yield TextChunk(part["text"])
+                elif isinstance(part.get("functionCall"), dict):
+                    function = part["functionCall"]
+                    if not isinstance(function.get("name"), str):
+                        raise ProviderError("upstream sent a function call without a name")
+                    arguments = orjson.dumps(function.get("args") or {}).decode()
+                    yield ToolCallStart(calls, function.get("id") or call_id_for(calls, function["name"], arguments),
+                                        function["name"])
+                    yield ToolCallArguments(calls, arguments)
+                    calls += 1
+            reason = candidate.get("finishReason")
+            if reason and reason != "FINISH_REASON_UNSPECIFIED":
+                if reason in BROKEN_CALL_REASONS:
+                    raise ProviderError(f"upstream model failed to call a tool ({reason})")
+                if reason == "MAX_TOKENS":
+                    finish = "length"
+                elif reason in FILTER_REASONS:
+                    finish = "content_filter"
+                else:
+                    finish = "tool_calls" if calls else "stop"
     if finish is None:
         raise ProviderError("upstream stream ended without a finish reason")
     if usage is not None:

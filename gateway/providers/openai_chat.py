@@ -26,6 +26,8 @@ and httpx closes the upstream connection; nothing else is held.
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import uuid
 from typing import Any, AsyncIterator, Optional
 
@@ -217,11 +219,12 @@ class OpenAIChatProvider:
         finish: Optional[str] = None
         done = False
         tools = _ToolCalls()
-        async with open_stream(self.http, self.url, payload, self.headers(), timeout=self.config.timeout()) as response:
-            async for _event, data in iter_sse(response):
-                if data.strip() == "[DONE]":
-                    done = True
-                    break
+        async with open_stream(self.http, self.url, payload, self.headers(), timeout=self.config.timeout()) \
+                as response, aclosing(iter_sse(response)) as events:
+            async for _event, data in events:
+                if done or data.strip() == "[DONE]":
+                    done = True  # read on to the end, so the connection goes back to the pool
+                    continue
                 chunk = json_data(data)
                 if not isinstance(chunk, dict):
                     raise ProviderError(f"upstream sent an unexpected chunk: {data[:200]!r}")

@@ -22,6 +22,8 @@ and httpx closes the upstream connection; nothing else is held.
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 from typing import Any, AsyncIterator, Optional
 
 import httpx
@@ -179,10 +181,10 @@ class OpenAIResponsesProvider:
     async def stream(self, call: ModelCall) -> AsyncIterator[ProviderEvent]:
         calls = _Calls()
         async with open_stream(self.http, self.url, responses_payload(call), self.headers(),
-                               timeout=self.config.timeout()) as response:
-            async for name, data in iter_sse(response):
+                               timeout=self.config.timeout()) as response, aclosing(iter_sse(response)) as events:
+            async for name, data in events:
                 if data.strip() == "[DONE]":
-                    break
+                    continue  # read on to the end, so the connection goes back to the pool
                 event = json_data(data)
                 if not isinstance(event, dict):
                     raise ProviderError(f"upstream sent an unexpected event: {data[:200]!r}")
