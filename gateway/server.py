@@ -29,6 +29,7 @@ from gateway.services import build_services, publish_prices
 from ledger.sqlite import SQLiteStore
 
 HTTP_TIMEOUT = httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=10.0)
+KEEP_ALIVE_REQUESTS_MAX = 1_000_000  # hypercorn closes a keep-alive connection after 1,000 requests by default
 HTTP_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128)
 
 
@@ -58,6 +59,7 @@ async def serve(config: Config, path: Path, host: str, port: int) -> None:
             hconfig.errorlog = None
             hconfig.graceful_timeout = config.server.graceful_timeout_s
             hconfig.keep_alive_timeout = 75
+            hconfig.keep_alive_max_requests = KEEP_ALIVE_REQUESTS_MAX
             async with trio.open_nursery() as http_nursery:
                 binds = await http_nursery.start(partial(hypercorn_serve, app, hconfig, shutdown_trigger=stop.wait))
                 say(f"Assistiv gateway listening on {binds[0]} (ledger: {path})")
