@@ -54,6 +54,18 @@ def create_app(services: Services) -> QuartTrio:
             body["projections"] = {p.name: p.fingerprint() for p in services.runner.projections}
         return json_response(body)
 
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        stats = await services.store.statistics()
+        lines = [
+            "# TYPE assistiv_ledger_events gauge", f"assistiv_ledger_events {stats['events']}",
+            "# TYPE assistiv_ledger_commits_total counter", f"assistiv_ledger_commits_total {stats['commits']}",
+            "# TYPE assistiv_ledger_appends_total counter", f"assistiv_ledger_appends_total {stats['appends']}",
+            "# TYPE assistiv_projection_position gauge", f"assistiv_projection_position {services.runner.position}",
+            "# TYPE assistiv_requests_in_flight gauge", f"assistiv_requests_in_flight {services.inflight.count}",
+        ]
+        return Response("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4")
+
     responses_routes.register(app, services)
     tenancy_routes.register(app, services)
     billing_routes.register(app, services)

@@ -150,3 +150,24 @@ def test_unknown_route_is_404_in_error_shape(gateway):
     answer = httpx.get(gateway.base_url + "/nothing-here", timeout=30)
     assert answer.status_code == 404
     assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_cancel_is_400_for_foreground_responses(gateway):
+    """POST /v1/responses/{id}/cancel: 400 not_cancellable for our (foreground) responses, 404 for unknown ids."""
+    response = sync_client(gateway).responses.create(model="demo", input="x")
+    answer = httpx.post(gateway.base_url + f"/responses/{response.id}/cancel", timeout=30,
+                        headers={"Authorization": f"Bearer {gateway.key}"})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "not_cancellable"
+    missing = httpx.post(gateway.base_url + "/responses/resp_nope/cancel", timeout=30,
+                         headers={"Authorization": f"Bearer {gateway.key}"})
+    assert missing.status_code == 404
+
+
+def test_metrics_in_prometheus_text(gateway):
+    """GET /metrics exposes ledger and request gauges in the Prometheus text format."""
+    sync_client(gateway).responses.create(model="demo", input="count me")
+    text = httpx.get(gateway.url + "/metrics", timeout=30).text
+    values = dict(line.split(" ") for line in text.splitlines() if not line.startswith("#"))
+    assert int(values["assistiv_ledger_events"]) > 0
+    assert int(values["assistiv_projection_position"]) <= int(values["assistiv_ledger_events"])
+    assert values["assistiv_requests_in_flight"] == "0"

@@ -109,6 +109,14 @@ def register(app: QuartTrio, services: Services) -> None:
         del view
         return json_response({"id": response_id, "object": "response", "deleted": True})
 
+    @app.post("/v1/responses/<response_id>/cancel")
+    async def cancel_response(response_id: str) -> Response:
+        key = authenticate(services)
+        _owned_response(services, key, response_id)
+        raise invalid("Only responses created with background=true can be cancelled, and this gateway runs every "
+                      "response in the foreground; close the connection to stop a stream.", "response_id",
+                      "not_cancellable")
+
     @app.get("/v1/responses/<response_id>/input_items")
     async def list_input_items(response_id: str) -> Response:
         key = authenticate(services)
