@@ -2,7 +2,8 @@
 
 Both stores own one Notifier. After each commit the store calls ``published(records)`` in
 the trio thread: subscribers run synchronously (they must not block), then every task
-waiting in ``wait_for`` re-checks. Commits by other processes are not pushed; ``wait_for``
+waiting in ``wait_for`` re-checks. A subscriber that raises is logged and counted, never
+turned into a failed append: its events are committed either way. Commits by other processes are not pushed; ``wait_for``
 polls the store's head every ``poll_interval_s`` to see them.
 """
 
@@ -10,9 +11,13 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable, Optional, Sequence
 
+import logging
+
 import trio
 
 from ledger.store import Recorded, Subscriber
+
+log = logging.getLogger("assistiv.ledger")
 
 
 class Notifier:
@@ -24,6 +29,7 @@ class Notifier:
         self._subscribers: list[Subscriber] = []
         self._changed = trio.Event()
         self.known_head = 0
+        self.subscriber_errors = 0  # callbacks that raised (logged); the commits themselves stood
 
     def subscribe(self, callback: Subscriber) -> None:
         self._subscribers.append(callback)
@@ -33,7 +39,12 @@ class Notifier:
         if records:
             self.known_head = max(self.known_head, records[-1].position)
             for callback in self._subscribers:
-                callback(records)
+                try:
+                    callback(records)
+                except Exception:  # the events ARE committed: never report them as failed appends
+                    self.subscriber_errors += 1
+                    log.exception("a ledger subscriber failed on positions %d-%d", records[0].position,
+                                  records[-1].position)
         self._changed.set()
         self._changed = trio.Event()
 

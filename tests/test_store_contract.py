@@ -542,3 +542,18 @@ async def test_sqlite_second_process_appends_concurrently(tmp_path):
         streams = [r.stream for r in records]
         assert sum(a != b for a, b in zip(streams, streams[1:])) > 2  # the processes interleaved
     verify_rows([chain_row(r) for r in sqlite_rows(path)], expected_head_hash=records[-1].hash)
+
+
+async def test_failing_subscriber_does_not_fail_committed_appends(ledger_h):
+    """A subscriber that raises is logged; the append still returns its (committed) records."""
+    from ledger.events import PlatformCreated
+
+    store = ledger_h.store
+
+    def broken(records):
+        raise RuntimeError("projection bug")
+
+    store.subscribe(broken)
+    records = await store.append([NewEvent("s-broken", PlatformCreated("p", "n"))])
+    assert records[0].version == 1
+    assert [r.event_id for r in await store.read_stream("s-broken")] == [records[0].event_id]
