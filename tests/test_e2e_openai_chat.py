@@ -37,3 +37,24 @@ class TestOpenAIChatEndToEnd(UpstreamE2E):
             assert all(events.index(e) < done_at for e in events
                        if e["type"] == "response.function_call_arguments.delta" and e["output_index"] == index)
         assert [o["call_id"] for o in events[-1]["response"]["output"]] == [c[0] for c in CALLS]
+
+    def test_client_disconnect_stops_the_upstream_call(self, gw, upstream):
+        """When the client leaves mid-stream the gateway closes its upstream connection too."""
+        from tests.fakes.server import Chunk, Sleep, Status
+        import time
+
+        import httpx
+
+        events = [b'data: {"choices":[{"index":0,"delta":{"content":"tick "}}]}\n\n'] * 200
+        upstream.handler = lambda request: [Status(), *[s for e in events for s in (Chunk(e), Sleep(0.02))]]
+        before = upstream.abandoned
+        with httpx.stream("POST", gw.base_url + "/responses", timeout=30,
+                          headers={"Authorization": f"Bearer {gw.key}"},
+                          json={"model": "fake-model", "input": "tick", "stream": True}) as answer:
+            for chunk in answer.iter_raw():
+                if b"output_text.delta" in chunk:
+                    break
+        deadline = time.monotonic() + 5
+        while upstream.abandoned == before:
+            assert time.monotonic() < deadline, "the upstream call was not stopped"
+            time.sleep(0.05)

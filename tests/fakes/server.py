@@ -93,6 +93,7 @@ class FakeServer:
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         self.requests: list[Request] = []
+        self.abandoned = 0  # responses the client stopped reading before their end
         self.port: Optional[int] = None
         self._ready = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -153,6 +154,7 @@ class FakeServer:
                 if not await self._perform(stream, self.handler(request)):
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.abandoned += 1  # the client went away while we were still answering
             return
         finally:
             await stream.aclose()
