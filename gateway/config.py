@@ -14,7 +14,7 @@ from typing import Optional
 
 import attrs
 import cattrs
-import httpx
+import httpx2
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -32,9 +32,9 @@ class ProviderConfig:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 300.0  # longest silence between two upstream chunks (a slow first token is normal)
 
-    def timeout(self) -> httpx.Timeout:
+    def timeout(self) -> httpx2.Timeout:
         """Per-request timeouts for this provider's calls (pass as ``timeout=`` to httpx)."""
-        return httpx.Timeout(connect=self.connect_timeout_s, read=self.read_timeout_s, write=30.0, pool=10.0)
+        return httpx2.Timeout(connect=self.connect_timeout_s, read=self.read_timeout_s, write=30.0, pool=10.0)
 
     def api_key(self) -> Optional[str]:
         return os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -79,6 +79,23 @@ class BillingConfig:
 
 
 @attrs.frozen
+class McpConfig:
+    """Hosted MCP tools: where servers may live, and the limits of one response's tool loop."""
+
+    # Where MCP servers may live besides public https URLs: origins (scheme://host[:port]; no
+    # port = any port). An allowlisted origin may be http and may resolve to private addresses.
+    url_allowlist: tuple[str, ...] = ()
+    mcp_calls_max: int = 20  # MCP tool calls one response may run (ceiling over max_tool_calls)
+    servers_max: int = 8  # MCP servers (tools of type mcp) in one request
+    tools_per_server_max: int = 64  # tools of one server offered to the model; more are left out
+    call_timeout_s: float = 60.0  # one MCP request (connect + list, or one tool call)
+    time_budget_s: float = 300.0  # all MCP work of one response, from its start
+    output_chars_max: int = 50_000  # tool output fed back to the model (and recorded); the rest is cut
+    free_calls_per_month: int = 1_000  # MCP calls per platform per UTC calendar month at no charge
+    price_per_call_usd: str = "0.001"  # each MCP call after the free tier
+
+
+@attrs.frozen
 class LedgerConfig:
     url: Optional[str] = None
 
@@ -88,6 +105,7 @@ class Config:
     server: ServerConfig = ServerConfig()
     ledger: LedgerConfig = LedgerConfig()
     billing: BillingConfig = BillingConfig()
+    mcp: McpConfig = McpConfig()
     providers: tuple[ProviderConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
 

@@ -17,7 +17,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-import httpx
+import httpx2
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
@@ -28,9 +28,9 @@ from gateway.platforms import create_platform
 from gateway.services import build_services, publish_prices
 from ledger.sqlite import SQLiteStore
 
-HTTP_TIMEOUT = httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=10.0)
+HTTP_TIMEOUT = httpx2.Timeout(connect=5.0, read=300.0, write=30.0, pool=10.0)
 KEEP_ALIVE_REQUESTS_MAX = 1_000_000  # hypercorn closes a keep-alive connection after 1,000 requests by default
-HTTP_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128)
+HTTP_LIMITS = httpx2.Limits(max_connections=512, max_keepalive_connections=128)
 
 
 def say(line: str) -> None:
@@ -40,7 +40,7 @@ def say(line: str) -> None:
 async def serve(config: Config, path: Path, host: str, port: int) -> None:
     """Run the gateway until SIGINT/SIGTERM."""
     store = SQLiteStore(path)
-    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, limits=HTTP_LIMITS) as http_client:
+    async with httpx2.AsyncClient(timeout=HTTP_TIMEOUT, limits=HTTP_LIMITS) as http_client:
         services = build_services(config, store, http_client)
         app = create_app(services)
         async with trio.open_nursery() as nursery:

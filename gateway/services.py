@@ -6,7 +6,7 @@ import time
 from typing import Callable, Optional
 
 import attrs
-import httpx
+import httpx2
 
 from gateway.billing.book import Book
 from gateway.config import Config
@@ -38,11 +38,11 @@ class Services:
     usage: UsageProjection
     book: Book
     providers: dict[str, Provider]
-    http_client: Optional[httpx.AsyncClient] = None
+    http_client: Optional[httpx2.AsyncClient] = None
     inflight: InFlight = attrs.Factory(InFlight)
 
 
-def build_services(config: Config, store: EventStore, http_client: Optional[httpx.AsyncClient] = None,
+def build_services(config: Config, store: EventStore, http_client: Optional[httpx2.AsyncClient] = None,
                    clock: Callable[[], float] = time.time) -> Services:
     """Projections, their runner, the book and the provider adapters over one store."""
     projections = build_all()

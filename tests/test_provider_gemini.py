@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
+import httpx2
 import pytest
 import trio
 
@@ -40,7 +40,7 @@ async def run(server, call: ModelCall, handler=None, read_timeout_s: float = 5.0
         server.handler = handler
     config = ProviderConfig(name="gem", kind="gemini", base_url=server.url, api_key_env=KEY_ENV,
                             read_timeout_s=read_timeout_s)
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         return await drain(GeminiProvider(config, client), call)
 
 
@@ -242,7 +242,7 @@ async def test_consumer_leaving_closes_upstream_promptly(upstream):
     """aclose() after the first delta returns at once even though the upstream then stalls."""
     upstream.handler = fake.stall(30, ["first"])
     config = ProviderConfig(name="g", kind="gemini", base_url=upstream.url, api_key_env=KEY_ENV)
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         with trio.fail_after(2):
             stream = GeminiProvider(config, client).stream(ModelCall("m", [user("x")]))
             async for event in stream:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import aclosing
 from typing import Any, Optional
 
-import httpx
+import httpx2
 import pytest
 import trio
 
@@ -50,7 +50,7 @@ async def run(server: FakeServer, call: ModelCall = HELLO, **config: Any) -> tup
     settings = {"api_key_env": KEY_ENV, **config}
     provider_config = ProviderConfig(name="up", kind="openai-chat", base_url=server.url + "/v1", **settings)
     events: list[Any] = []
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         try:
             async for event in OpenAIChatProvider(provider_config, http).stream(call):
                 events.append(event)
@@ -266,7 +266,7 @@ async def test_consumer_leaving_ends_the_call_promptly(server):
     """aclose() after the first delta returns at once although the upstream is still silent."""
     server.handler = fake.stall(5.0, ["first"])
     config = ProviderConfig(name="up", kind="openai-chat", base_url=server.url + "/v1")
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         with trio.fail_after(2):
             async with aclosing(OpenAIChatProvider(config, http).stream(HELLO)) as events:
                 assert await events.__anext__() == TextChunk("first")

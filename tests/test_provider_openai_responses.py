@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import aclosing
 from typing import Any, Optional
 
-import httpx
+import httpx2
 import pytest
 import trio
 
@@ -52,7 +52,7 @@ async def run(server: FakeServer, call: ModelCall = HELLO, **config: Any) -> tup
     settings = {"api_key_env": KEY_ENV, **config}
     provider_config = ProviderConfig(name="up", kind="openai-responses", base_url=server.url + "/v1", **settings)
     events: list[Any] = []
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         try:
             async for event in OpenAIResponsesProvider(provider_config, http).stream(call):
                 events.append(event)
@@ -265,7 +265,7 @@ async def test_consumer_leaving_ends_the_call_promptly(server):
     """aclose() after the first delta returns at once although the upstream is still silent."""
     server.handler = fake.stall(5.0, ["first"])
     config = ProviderConfig(name="up", kind="openai-responses", base_url=server.url + "/v1")
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         with trio.fail_after(2):
             async with aclosing(OpenAIResponsesProvider(config, http).stream(HELLO)) as events:
                 assert await events.__anext__() == TextChunk("first")

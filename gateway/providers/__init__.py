@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Optional
 
-import httpx
+import httpx2
 
 from gateway.config import ProviderConfig
 from gateway.providers.base import (
@@ -29,7 +29,7 @@ ADAPTERS = {
 }
 
 
-def make_provider(config: ProviderConfig, http_client: Optional[httpx.AsyncClient] = None) -> Provider:
+def make_provider(config: ProviderConfig, http_client: Optional[httpx2.AsyncClient] = None) -> Provider:
     """The adapter for one configured provider, sharing the one ``http_client``."""
     if config.kind == "demo":
         return DemoProvider(delay_ms=config.delay_ms)

@@ -34,7 +34,7 @@ import base64
 from typing import Any, AsyncIterator, Optional
 
 import attrs
-import httpx
+import httpx2
 import orjson
 
 from gateway.config import ProviderConfig
@@ -197,7 +197,7 @@ def _usage(raw: dict[str, Any], usage: Usage) -> Usage:
 class AnthropicProvider:
     """Streams one Messages API call per ``stream()``; see the module docstring for the mapping."""
 
-    def __init__(self, config: ProviderConfig, http_client: httpx.AsyncClient) -> None:
+    def __init__(self, config: ProviderConfig, http_client: httpx2.AsyncClient) -> None:
         self.config = config
         self.http = http_client
         self.url = (config.base_url or "https://api.anthropic.com").rstrip("/") + "/v1/messages"
@@ -217,7 +217,7 @@ class AnthropicProvider:
                 yield event
 
 
-async def _events(response: httpx.Response) -> AsyncIterator[ProviderEvent]:
+async def _events(response: httpx2.Response) -> AsyncIterator[ProviderEvent]:
     """Normalized events from the Messages SSE stream; ends at ``message_stop``."""
     usage = Usage()
     stop_reason: Optional[str] = None

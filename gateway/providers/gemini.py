@@ -37,7 +37,7 @@ import hashlib
 from typing import Any, AsyncIterator, Optional
 from urllib.parse import quote
 
-import httpx
+import httpx2
 import orjson
 
 from gateway.config import ProviderConfig
@@ -188,7 +188,7 @@ def _usage(meta: dict[str, Any]) -> Usage:
 class GeminiProvider:
     """Streams one streamGenerateContent call per ``stream()``; see the module docstring."""
 
-    def __init__(self, config: ProviderConfig, http_client: httpx.AsyncClient) -> None:
+    def __init__(self, config: ProviderConfig, http_client: httpx2.AsyncClient) -> None:
         self.config = config
         self.http = http_client
         self.base_url = (config.base_url or "https://generativelanguage.googleapis.com").rstrip("/")
@@ -208,7 +208,7 @@ class GeminiProvider:
                 yield event
 
 
-async def _events(response: httpx.Response) -> AsyncIterator[ProviderEvent]:
+async def _events(response: httpx2.Response) -> AsyncIterator[ProviderEvent]:
     """Normalized events from the SSE stream of GenerateContentResponse chunks."""
     usage: Optional[Usage] = None
     finish: Optional[str] = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Optional
 
-import httpx
+import httpx2
 import orjson
 
 from gateway.providers.base import ProviderError
@@ -40,13 +40,13 @@ def _error_message(status: int, body: bytes) -> str:
 
 @asynccontextmanager
 async def open_stream(
-    client: httpx.AsyncClient,
+    client: httpx2.AsyncClient,
     url: str,
     payload: dict[str, Any],
     headers: Optional[dict[str, str]] = None,
     expect: str = "text/event-stream",
-    timeout: Optional[httpx.Timeout] = None,
-) -> AsyncIterator[httpx.Response]:
+    timeout: Optional[httpx2.Timeout] = None,
+) -> AsyncIterator[httpx2.Response]:
     """POST ``payload`` and yield the streaming response once it looks right."""
     extra = {} if timeout is None else {"timeout": timeout}
     try:
@@ -65,13 +65,13 @@ async def open_stream(
                 raise ProviderError(f"upstream answered with content type {content_type!r}, expected {expect!r}",
                                     status=response.status_code)
             yield response
-    except httpx.TimeoutException as exc:
+    except httpx2.TimeoutException as exc:
         raise ProviderError(f"upstream timed out ({type(exc).__name__})", timeout=True) from exc
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         raise ProviderError(f"upstream connection failed ({type(exc).__name__}: {exc})") from exc
 
 
-async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+async def iter_sse(response: httpx2.Response) -> AsyncIterator[tuple[str, str]]:
     """``(event, data)`` for each SSE event; ``event`` is "" when the stream names none."""
     event, data, size = "", [], 0
     try:
@@ -95,9 +95,9 @@ async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
                     raise ProviderError(f"upstream SSE event larger than {SSE_EVENT_BYTES_MAX} bytes")
         if data:
             yield event, "\n".join(data)
-    except httpx.TimeoutException as exc:
+    except httpx2.TimeoutException as exc:
         raise ProviderError(f"upstream timed out mid-stream ({type(exc).__name__})", timeout=True) from exc
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         raise ProviderError(f"upstream stream broke ({type(exc).__name__}: {exc})") from exc
 
 

@@ -31,7 +31,7 @@ from contextlib import aclosing
 import uuid
 from typing import Any, AsyncIterator, Optional
 
-import httpx
+import httpx2
 
 from gateway.config import ProviderConfig
 from gateway.providers.base import (
@@ -202,7 +202,7 @@ class _ToolCalls:
 
 
 class OpenAIChatProvider:
-    def __init__(self, config: ProviderConfig, http_client: httpx.AsyncClient) -> None:
+    def __init__(self, config: ProviderConfig, http_client: httpx2.AsyncClient) -> None:
         if not config.base_url:
             raise ValueError(f"provider {config.name!r} needs a base_url")
         self.config = config

@@ -26,7 +26,7 @@ from contextlib import aclosing
 
 from typing import Any, AsyncIterator, Optional
 
-import httpx
+import httpx2
 
 from gateway.config import ProviderConfig
 from gateway.providers.base import (
@@ -167,7 +167,7 @@ class _Calls:
 
 
 class OpenAIResponsesProvider:
-    def __init__(self, config: ProviderConfig, http_client: httpx.AsyncClient) -> None:
+    def __init__(self, config: ProviderConfig, http_client: httpx2.AsyncClient) -> None:
         if not config.base_url:
             raise ValueError(f"provider {config.name!r} needs a base_url")
         self.config = config
