@@ -1,7 +1,14 @@
 """``assistiv replay ...`` / ``python -m replay ...``: auditor tools over the ledger file alone.
 
-    verify [--url URL]       chain + rebuild check (and against a running gateway)
-    stream RESPONSE_ID       the exact SSE bytes the client was sent, to stdout
+    verify [--url URL] [--against DIR] [--jobs N]   chain, projections, money, charges, renderer
+    stream RESPONSE_ID [--explain]                   the exact SSE bytes the client was sent, or a timeline
+    charges [--platform P] [--end-user E] [--from T] [--to T]   recompute every charge; list differences
+    export --platform P [--end-user E] [--from T] [--to T] --out DIR   a dispute pack
+    verify-export DIR [--root HEX]                   check a dispute pack without the ledger
+    rebuild                                          recreate the materialised projections file
+
+Exit status: 0 when everything holds, 1 when a check fails, 2 for bad usage or a missing ledger.
+``--data-dir`` / ``--database-url`` may come before or after the command.
 """
 
 from __future__ import annotations
@@ -11,76 +18,161 @@ import json
 import os
 import sys
 import urllib.request
+from pathlib import Path
 from typing import Optional
 
 from ledger.location import ledger_path
-from ledger.sqlite import connect, row_to_record
+from ledger.sqlite import connect
+from replay.timeparse import time_arg
+
+
+def ledger_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """--data-dir / --database-url / --projections, on the main parser (with defaults) and on each command."""
+    def default(value):
+        return value if top else argparse.SUPPRESS
+
+    parser.add_argument("--data-dir", default=default(os.environ.get("ASSISTIV_DATA_DIR", ".assistiv")))
+    parser.add_argument("--database-url", default=default(os.environ.get("ASSISTIV_DATABASE_URL")))
+    parser.add_argument("--projections", default=default(None),
+                        help="the materialised projections file (default: projections.db beside the ledger)")
+
+
+def selection_options(parser: argparse.ArgumentParser, platform_required: bool = False) -> None:
+    parser.add_argument("--platform", required=platform_required)
+    parser.add_argument("--end-user")
+    parser.add_argument("--from", dest="from_s", type=time_arg, help="ISO date/time (UTC) or unix seconds")
+    parser.add_argument("--to", dest="to_s", type=time_arg, help="exclusive; ISO date/time (UTC) or unix seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assistiv replay", description="Audit the ledger.")
-    parser.add_argument("--data-dir", default=os.environ.get("ASSISTIV_DATA_DIR", ".assistiv"))
-    parser.add_argument("--database-url", default=os.environ.get("ASSISTIV_DATABASE_URL"))
+    ledger_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True)
-    verify = commands.add_parser("verify", help="check the hash chain and rebuild every projection")
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_)
+        ledger_options(sub, top=False)
+        return sub
+
+    verify = command("verify", "check the chain, rebuild every projection, check money and charges")
     verify.add_argument("--url", help="a running gateway whose live projections to compare (http://host:port)")
-    stream = commands.add_parser("stream", help="print the SSE bytes of one response as they were sent")
+    verify.add_argument("--against", help="an export (its directory or manifest.json) whose head the ledger must hold")
+    verify.add_argument("--jobs", type=int, help="worker processes (default: one per CPU, up to 4)")
+    stream = command("stream", "print the SSE bytes of one response as they were sent")
     stream.add_argument("response_id")
+    stream.add_argument("--explain", action="store_true", help="a readable timeline instead of the bytes")
+    charges = command("charges", "recompute every charge from its recorded usage and price version")
+    selection_options(charges)
+    charges.add_argument("--all", action="store_true", help="list every charge, not only the differences")
+    export = command("export", "write a dispute pack for one platform (or end user)")
+    selection_options(export, platform_required=True)
+    export.add_argument("--out", required=True)
+    check = commands.add_parser("verify-export", help="check a dispute pack offline")
+    check.add_argument("directory")
+    check.add_argument("--root", help="the Merkle root obtained independently (hex); must match the pack's")
+    command("rebuild", "recreate the materialised projections file from position 0")
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # the reader (head, less) went away: nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "verify-export":
+        from replay.verify_export import main as verify_export_main
+
+        return verify_export_main(Path(args.directory), args.root)
     path = ledger_path(args.data_dir, args.database_url)
     if not path.exists():
         print(f"no ledger at {path}", file=sys.stderr)
         return 2
-    conn = connect(path, readonly=True)
     if args.command == "verify":
-        return _verify(conn, args.url)
+        return _verify(path, args)
     if args.command == "stream":
-        return _stream(conn, args.response_id)
+        from replay.explain import explain, stream_bytes
+
+        if args.explain:
+            return explain(connect(path, readonly=True), args.response_id, sys.stdout)
+        return stream_bytes(connect(path, readonly=True), args.response_id)
+    if args.command == "charges":
+        from replay.charges_cli import run_charges
+
+        return run_charges(path, args)
+    if args.command == "export":
+        from replay.export import run_export
+
+        return run_export(path, args)
+    if args.command == "rebuild":
+        return _rebuild(path, args)
     return 2
 
 
-def _verify(conn, url: Optional[str]) -> int:
-    from replay.verify import verify_ledger
+def projections_file(path: Path, args: argparse.Namespace) -> Path:
+    from replay.materialise import projections_path
 
-    live = None
-    if url:
-        with urllib.request.urlopen(url.rstrip("/") + "/healthz?projections=1", timeout=30) as answer:
+    return Path(args.projections) if getattr(args, "projections", None) else projections_path(path)
+
+
+def _verify(path: Path, args: argparse.Namespace) -> int:
+    from replay.verify import PROBLEMS_SHOWN_MAX, verify_ledger
+
+    live = against = None
+    if args.url:
+        with urllib.request.urlopen(args.url.rstrip("/") + "/healthz?projections=1", timeout=30) as answer:
             live = json.loads(answer.read())
-    report = verify_ledger(conn, live)
-    print(f"events checked:   {report.events}")
+    if args.against:
+        manifest = Path(args.against)
+        manifest = manifest / "manifest.json" if manifest.is_dir() else manifest
+        data = json.loads(manifest.read_text())
+        against = {"tree_size": data["merkle"]["tree_size"], "root": data["merkle"]["root"],
+                   "head_hash": data["ledger_head"]["hash"]}
+    report = verify_ledger(path, live, args.jobs, against, projections_file(path, args))
+    print(f"events checked:   {report.events:,}")
     print(f"chain head:       {report.head_hash}")
-    print(f"platforms:        {report.platforms}")
-    print(f"responses:        {report.responses}")
+    print(f"platforms:        {report.platforms:,} ({report.wallets:,} wallets, {report.budgets:,} budgets)")
+    print(f"responses:        {report.responses:,}")
+    print(f"price versions:   {report.price_versions:,}")
+    print(f"charges:          {report.charges:,} recomputed, {report.charged_micros:,} micro-USD, "
+          f"{len(report.differences):,} differ")
+    print(f"open holds:       {len(report.in_flight):,} (their requests are still in flight)")
+    if report.materialised_position is not None:
+        print(f"materialised:     checked up to position {report.materialised_position:,}")
+    if report.merkle_root is not None:
+        print(f"merkle root:      {report.merkle_root} (of the export's tree size)")
     if live is not None:
         print(f"live position:    {live.get('position')}")
     if report.ok:
-        print("OK: the hash chain verifies and every projection rebuilds to the same state.")
+        print("OK: the hash chain verifies, every projection rebuilds to the same state, every hold is "
+              "settled, voided or in flight, every balance adds up and every charge recomputes.")
         return 0
-    for problem in report.problems:
-        print(f"MISMATCH: {problem}")
+    problems = report.sorted_problems()
+    for position, message in problems[:PROBLEMS_SHOWN_MAX]:
+        print(f"FAILED{f' at position {position}' if position is not None else ''}: {message}")
+    if len(problems) > PROBLEMS_SHOWN_MAX:
+        print(f"... and {len(problems) - PROBLEMS_SHOWN_MAX} more")
     if report.first_bad_position is not None:
         print(f"first bad position: {report.first_bad_position}")
     return 1
 
 
-def _stream(conn, response_id: str) -> int:
-    from projections.responses import response_stream
-    from projections.wire import render_stream
+def _rebuild(path: Path, args: argparse.Namespace) -> int:
+    from replay.materialise import rebuild
+    from replay.parallel import Progress
 
-    rows = conn.execute(
-        "SELECT position, stream, version, event_id, type, recorded_at, prev_hash, hash, data FROM events "
-        "WHERE stream = ? ORDER BY version",
-        (response_stream(response_id),),
-    ).fetchall()
-    if not rows:
-        print(f"no response {response_id!r} in this ledger", file=sys.stderr)
-        return 1
-    sys.stdout.buffer.write(render_stream([row_to_record(r) for r in rows]))
-    sys.stdout.buffer.flush()
+    target = projections_file(path, args)
+    conn = connect(path, readonly=True)
+    progress = Progress("rebuild", 0, " events")
+    try:
+        position = rebuild(conn, target, lambda done, total: progress.update(done, total))
+    finally:
+        progress.close()
+    print(f"rebuilt {target} from position 0 to {position:,}")
     return 0
 
 

@@ -1,107 +1,193 @@
 """``replay verify``: the ledger's own evidence, checked from position 0.
 
-1. The hash chain: every record continues its predecessor (ledger.chain).
-2. Every event decodes with this build's codec.
-3. The projections rebuilt from position 0 agree with each other's paths: each response's
-   stream folded alone with the wire renderer gives the same Response object as the
-   history projection (the one-renderer invariant).
-4. With ``live`` fingerprints (from a running gateway's ``/healthz?projections=1``), the
-   rebuilt projections up to that same position equal the live ones.
+1. The hash chain: every record hashes to its stored hash and continues its predecessor
+   (replay.chain_check, in position ranges that run in parallel).
+2. Every event decodes with this build's codec, and its stored ``type`` column is its tag.
+3. Every projection is rebuilt from position 0 (replay.fold): the money and tenancy side
+   with the money invariants (every hold released or its request still in flight; every
+   balance the sum of its transactions; money settled = usage charged) and every charge
+   recomputed from its recorded usage, price version and calculator (replay.charges).
+4. Every response stream folded through the one renderer (bytes and all) gives the same
+   state as the history projection; every stream's versions run 1, 2, 3... in position order.
+5. With ``live`` fingerprints (from a running gateway's ``/healthz?projections=1``), the
+   rebuilt projections at that same position equal the live ones; with a materialised
+   projections file, its tables equal the same folds rebuilt up to its checkpoint.
+6. With ``against`` (an export's manifest), the ledger still holds the exported head record
+   and its first ``tree_size`` records hash to the manifest's Merkle root, so a ledger
+   truncated (or rewritten) since the export is caught.
 
-Reads the SQLite file only; works on a copy with no server running.
+Reads the SQLite file only; works on a copy with no server running. Problems carry the
+position where the ledger stops holding; ``first_bad_position`` is the smallest.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any, Optional
 
 import attrs
 
-from ledger.chain import ChainVerifier
-from ledger.codec import event_from_json
-from ledger.errors import ChainBroken, LedgerError
-from ledger.sqlite import iter_rows
-from ledger.store import Recorded
-from projections.catalog import build_all
-from projections.responses import ResponsesProjection
-from projections.wire import ResponseView
+from ledger.sqlite import connect
+from replay import chain_check, fold, rows
+from replay.charges import Difference
+from replay.merkle import root_of
+from replay.parallel import Progress, default_jobs, run_tasks
+
+PROBLEMS_SHOWN_MAX = 50  # problems listed in the summary; the count says how many more
 
 
 @attrs.define
 class VerifyReport:
     events: int = 0
     head_hash: str = ""
-    streams: int = 0
-    responses: int = 0
     platforms: int = 0
-    problems: list[str] = attrs.field(factory=list)
-    first_bad_position: Optional[int] = None
+    responses: int = 0
+    wallets: int = 0
+    budgets: int = 0
+    price_versions: int = 0
+    charges: int = 0
+    charged_micros: int = 0
+    in_flight: list[tuple[str, str]] = attrs.field(factory=list)
+    differences: list[Difference] = attrs.field(factory=list)
+    merkle_root: Optional[str] = None
+    materialised_position: Optional[int] = None
+    problems: list[tuple[Optional[int], str]] = attrs.field(factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def first_bad_position(self) -> Optional[int]:
+        positions = [p for p, _ in self.problems if p is not None]
+        return min(positions) if positions else None
+
     def fail(self, message: str, position: Optional[int] = None) -> None:
-        self.problems.append(message)
-        if position is not None and (self.first_bad_position is None or position < self.first_bad_position):
-            self.first_bad_position = position
+        self.problems.append((position, message))
+
+    def sorted_problems(self) -> list[tuple[Optional[int], str]]:
+        return sorted(self.problems, key=lambda p: (p[0] is None, p[0] or 0))
 
 
-def verify_ledger(conn: sqlite3.Connection, live: Optional[dict[str, Any]] = None) -> VerifyReport:
-    """Check the chain, decode and fold everything; compare with ``live`` if given."""
+def ledger_root(path: str, size: int) -> tuple[str, int, Optional[str]]:
+    """(Merkle root hex of records 1..size, leaves found, hash of record ``size``)."""
+    conn = connect(path, readonly=True)
+    hashes = (bytes.fromhex(h) for (h,) in conn.execute(
+        "SELECT hash FROM events WHERE position <= ? ORDER BY position", (size,)))
+    root, count = root_of(hashes)
+    last = conn.execute("SELECT hash FROM events WHERE position = ?", (size,)).fetchone()
+    return root.hex(), count, last[0] if last else None
+
+
+def _materialised(path: Path, conn: sqlite3.Connection, head: int, report: VerifyReport) -> Optional[tuple[str, int]]:
+    """(file, checkpoint) of the materialised projections to compare, if the file exists and fits."""
+    from replay.materialise import hash_at
+
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        found = db.execute("SELECT min(position), min(hash) FROM checkpoints").fetchone()
+        db.close()
+    except sqlite3.Error as exc:
+        report.fail(f"materialised projections {path}: unreadable ({exc})")
+        return None
+    position, hash_ = found if found and found[0] is not None else (0, "")
+    report.materialised_position = position
+    if position > head:
+        report.fail(f"materialised projections {path} reached position {position}, beyond this ledger's head "
+                    f"{head}: the ledger lost its tail", head + 1)
+        return None
+    if position and hash_at(conn, position) != hash_:
+        report.fail(f"materialised projections {path}: the ledger's record {position} is not the one they were "
+                    "built from", position)
+        return None
+    return str(path), position
+
+
+def verify_ledger(path: str | Path, live: Optional[dict[str, Any]] = None, jobs: Optional[int] = None,
+                  against: Optional[dict[str, Any]] = None, projections_file: Optional[Path] = None,
+                  ) -> VerifyReport:
+    """Run every check (see the module docstring) on the ledger file at ``path``."""
+    path = str(path)
     report = VerifyReport()
-    chain = ChainVerifier()
-    built = build_all()
-    responses, tenancy = built["responses"], built["tenancy"]
-    projections = list(built.values())
-    streams: dict[str, list[Recorded]] = {}
-    live_position = live.get("position") if live else None
-    live_projections: Optional[dict[str, Any]] = None
-    for row in iter_rows(conn):
-        position, stream, version, event_id, _type, recorded_at, prev_hash, hash_, data = row
-        try:
-            chain.check(position, stream, version, event_id, recorded_at, prev_hash, hash_, data.encode())
-            event = event_from_json(data)
-        except (ChainBroken, LedgerError, ValueError) as exc:
-            report.fail(str(exc), position)
-            break
-        recorded = Recorded(position, stream, version, event_id, recorded_at, prev_hash, hash_, event)
-        for projection in projections:
-            projection.apply(recorded)
-        if stream.startswith("response-"):
-            streams.setdefault(stream, []).append(recorded)
-        report.events = position
-        if live_position is not None and position == live_position:
-            live_projections = {p.name: p.fingerprint() for p in projections}
-    report.head_hash = chain.hash
-    report.streams = len(streams)
-    report.responses = len(responses.views)
-    report.platforms = len(tenancy.platforms)
-    if report.ok:
-        _check_renderer(streams, responses, report)
-    if live is not None and report.ok:
-        if live_position == 0:
-            live_projections = {name: p.fingerprint() for name, p in build_all().items()}
-        if live_projections is None:
-            report.fail(f"the live gateway is at position {live_position}, beyond this ledger's {report.events}")
-        else:
-            for name, fingerprint in live["projections"].items():
-                if _jsonish(live_projections.get(name)) != _jsonish(fingerprint):
-                    report.fail(f"projection {name!r} rebuilt from 0 differs from the live one at position "
-                                f"{live_position}", live_position)
+    conn = connect(path, readonly=True)
+    head, head_hash = rows.head(conn)
+    report.events, report.head_hash = head, head_hash
+    live_position = live.get("position") if live is not None else None
+    materialised = _materialised(projections_file, conn, head, report) if projections_file else None
+    conn.close()
+    if live_position is not None and live_position > head:
+        report.fail(f"the live gateway is at position {live_position}, beyond this ledger's {head}", head + 1)
+        live_position = None
+    bounds = fold.STREAM_BOUNDS
+    tasks: list[tuple] = [(fold.fold_accounts, (path, head, live_position, materialised))]
+    tasks += [(fold.fold_streams, (path, head, lo, hi)) for lo, hi in zip(bounds, bounds[1:])]
+    extra: dict[str, int] = {}
+    if live is not None:
+        extra["responses"] = len(tasks)
+        tasks.append((fold.fold_responses, (path, head, live_position)))
+    if against is not None:
+        extra["against"] = len(tasks)
+        tasks.append((ledger_root, (path, int(against["tree_size"]))))
+    first_range = len(tasks)
+    tasks += [(chain_check.check_range_file, (path, a, b)) for a, b in chain_check.ranges(head)]
+    progress = Progress("verify", len(tasks), " tasks")
+    try:
+        results = run_tasks(tasks, jobs if jobs is not None else default_jobs(head),
+                            lambda i: progress.advance(1 if i >= 0 else 0))
+    finally:
+        progress.close()
+    bad, reason, _ = chain_check.link(results[first_range:])
+    if bad is not None:
+        report.fail(f"hash chain broken at position {bad}: {reason}", bad)
+    if against is not None:
+        _check_against(against, results[extra["against"]], head, report)
+    _assemble(report, results[0], results[1:len(bounds)], results[extra["responses"]] if live else None, live)
     return report
 
 
-def _check_renderer(streams: dict[str, list[Recorded]], responses: ResponsesProjection, report: VerifyReport) -> None:
-    for records in streams.values():
-        view, _ = ResponseView.start(records[0])
-        for recorded in records[1:]:
-            view.apply(recorded)
-        history = responses.views.get(view.response_id)
-        if history is None or history.response_object() != view.response_object():
-            report.fail(f"response {view.response_id}: the rendered stream and the history projection disagree",
-                        records[-1].position)
+def _check_against(against: dict[str, Any], found: tuple[str, int, Optional[str]], head: int,
+                   report: VerifyReport) -> None:
+    root, count, hash_at_size = found
+    size, expected_hash = int(against["tree_size"]), against.get("head_hash")
+    report.merkle_root = root
+    if count < size:
+        report.fail(f"the ledger ends at position {head}, but the export's manifest recorded position {size} "
+                    f"(head {str(expected_hash)[:16]}...): its tail was truncated", head + 1)
+        return
+    if expected_hash is not None and hash_at_size != expected_hash:
+        report.fail(f"record {size} is not the head the export recorded (ledger {str(hash_at_size)[:16]}..., "
+                    f"manifest {expected_hash[:16]}...)", size)
+    if root != against["root"]:
+        report.fail(f"records 1..{size} give Merkle root {root[:16]}..., the export recorded "
+                    f"{against['root'][:16]}...: the ledger was rewritten since the export", size)
+
+
+def _assemble(report: VerifyReport, accounts: fold.AccountsResult, streams: list[fold.StreamsResult],
+              responses: Optional[fold.ResponsesResult], live: Optional[dict[str, Any]]) -> None:
+    for position, message in accounts.problems + accounts.materialised:
+        report.fail(message, position)
+    for result in streams:
+        for position, message in result.problems:
+            report.fail(message, position)
+    for difference in accounts.differences:
+        report.fail(f"charge differs: {difference.line()}", difference.position)
+    report.differences = accounts.differences
+    report.charges, report.charged_micros = accounts.charges_checked, accounts.charged_micros
+    report.in_flight = accounts.in_flight
+    report.platforms, report.wallets = accounts.counts["platforms"], accounts.counts["wallets"]
+    report.budgets, report.price_versions = accounts.counts["budgets"], accounts.counts["price_versions"]
+    report.responses = sum(r.responses for r in streams)
+    if live is not None and responses is not None and accounts.live_fingerprints is not None:
+        for position, message in responses.problems:
+            report.fail(message, position)
+        rebuilt = dict(accounts.live_fingerprints, responses=responses.live_fingerprint)
+        for name, fingerprint in live.get("projections", {}).items():
+            if _jsonish(rebuilt.get(name)) != _jsonish(fingerprint):
+                report.fail(f"projection {name!r} rebuilt from 0 differs from the live one at position "
+                            f"{live.get('position')}", live.get("position"))
 
 
 def _jsonish(value: Any) -> Any:

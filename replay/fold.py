@@ -1,0 +1,216 @@
+"""The rebuild half of ``replay verify``: independent tasks over one ledger file, each from position 0.
+
+    fold_accounts   tenancy, prices, money, rates and usage projections (every event but the
+                    response-only ones), with the money invariants (replay.money_check), every
+                    charge recomputed (replay.charges), stream versions of non-response streams,
+                    and the materialised file's tables rebuilt up to its checkpoint
+    fold_streams    the response streams in a range of stream names, in position order: the
+                    responses projection (history) and, beside it, the one renderer
+                    (projections.wire.view_class, bytes and all), which must agree on every
+                    response; each stream's versions must run 1, 2, 3... in position order
+    fold_responses  the whole responses projection, for its fingerprint (``verify --url``)
+
+Each task opens the file itself (read-only) and reads up to the same ``head`` position, so
+the tasks can run in separate processes; their results are small picklable summaries.
+Problems are (position, message) pairs; a task stops at the first row it cannot decode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Optional
+
+import attrs
+import orjson
+
+from ledger.sqlite import connect
+from projections.catalog import build_all
+from projections.chat_wire import is_chat
+from projections.wire import view_class
+from replay.charges import ChargeChecker, Difference
+from replay.money_check import MoneyChecker, Problem
+from replay.rows import RESPONSE_ONLY_TAGS, BadRow, record, scan
+
+_SORT = orjson.OPT_SORT_KEYS
+# Response streams are all the names in ["response-", "response."); these bounds split the
+# usual "response-resp_<hex>" ids into four even shares (any other id still lands in one).
+STREAM_BOUNDS = ["response-", "response-resp_4", "response-resp_8", "response-resp_c", "response."]
+
+
+@attrs.frozen
+class AccountsResult:
+    fingerprints: dict[str, Any]
+    live_fingerprints: Optional[dict[str, Any]]
+    problems: list[Problem]
+    differences: list[Difference]
+    charges_checked: int
+    charged_micros: int
+    in_flight: list[tuple[str, str]]
+    counts: dict[str, int]
+    materialised: list[Problem]
+
+
+def fold_accounts(path: str, head: int, live_position: Optional[int] = None,
+                  materialised: Optional[tuple[str, int]] = None) -> AccountsResult:
+    """Fold every projection but responses, checking money, charges and the materialised file."""
+    from replay.materialise import Materialiser
+
+    conn = connect(path, readonly=True)
+    projections = {name: p for name, p in build_all().items() if name != "responses"}
+    folds = list(projections.values())
+    money_check = MoneyChecker(projections["money"])
+    charges = ChargeChecker()
+    mat = Materialiser() if materialised else None
+    mat_upto = materialised[1] if materialised else 0
+    versions: dict[str, int] = {}
+    problems: list[Problem] = []
+    live: Optional[dict[str, Any]] = None
+    for row in scan(conn, 0, head, without=RESPONSE_ONLY_TAGS):
+        position, stream = row[0], row[1]
+        if live_position is not None and live is None and position > live_position:
+            live = {name: p.fingerprint() for name, p in projections.items()}
+        try:
+            recorded = record(row)
+        except BadRow as bad:
+            problems.append((bad.position, bad.reason))
+            break
+        if not stream.startswith("response-"):
+            if row[2] != versions.get(stream, 0) + 1:
+                problems.append((position, f"stream {stream} goes from version {versions.get(stream, 0)} to {row[2]}"))
+            versions[stream] = row[2]
+        for projection in folds:
+            projection.apply(recorded)
+        money_check.apply(recorded)
+        charges.apply(recorded)
+        if mat is not None and position <= mat_upto:
+            mat.apply(recorded)
+    if live_position is not None and live is None:
+        live = {name: p.fingerprint() for name, p in projections.items()}
+    in_flight = money_check.finish()
+    problems += money_check.problems
+    mat_problems = _compare_materialised(materialised[0], mat, mat_upto) if mat is not None else []
+    tenancy, money = projections["tenancy"], projections["money"]
+    counts = {"platforms": len(tenancy.platforms), "wallets": len(money.wallets), "budgets": len(money.budgets),
+              "price_versions": len(charges.versions)}
+    return AccountsResult({name: p.fingerprint() for name, p in projections.items()}, live, problems,
+                          charges.differences, charges.checked, charges.recorded_micros, in_flight, counts,
+                          mat_problems)
+
+
+
+
+
+def _compare_materialised(path: str, rebuilt, upto: int) -> list[Problem]:
+    """The file's tables equal the same folds rebuilt here from position 0 to its checkpoint."""
+    from replay.materialise import TABLES, open_db
+
+    fresh = open_db(Path(":memory:"))
+    rebuilt.flush(fresh, upto, "")
+    stored = open_db(Path(path))
+    problems: list[Problem] = []
+    try:
+        for table, key in TABLES.items():
+            query = f"SELECT * FROM {table} ORDER BY {key}"
+            ours, theirs = fresh.execute(query).fetchall(), stored.execute(query).fetchall()
+            if ours != theirs:
+                bad = next((a, b) for a, b in zip(ours + [None] * len(theirs), theirs + [None] * len(ours)) if a != b)
+                where = (bad[0] or bad[1])[0]
+                problems.append((where if isinstance(where, int) else None,
+                                 f"materialised table {table} differs from the rebuild at {where!r} "
+                                 f"(stored {bad[1]!r}, rebuilt {bad[0]!r})"))
+    finally:
+        stored.conn.close()
+    return problems
+
+
+def view_digest(view: Any) -> tuple:
+    """What the history and the rendered stream must agree on: status, version, deletion and
+    (not for chat completions, whose renderer has its own object) the Response object."""
+    obj = None if is_chat(view.accepted) else view.response_object()
+    digest = hashlib.sha256(orjson.dumps(obj, option=_SORT)).hexdigest()[:32] if obj is not None else None
+    return view.status, view.version, view.deleted, digest
+
+
+@attrs.frozen
+class StreamsResult:
+    responses: int
+    bytes_rendered: int
+    problems: list[Problem]
+
+
+def fold_streams(path: str, head: int, low: str, high: str) -> StreamsResult:
+    """Fold the response streams ``low <= stream < high`` twice over: history and renderer."""
+    conn = connect(path, readonly=True)
+    cursor = conn.execute(
+        "SELECT position, stream, version, event_id, type, recorded_at, prev_hash, hash, CAST(data AS BLOB) "
+        "FROM events WHERE position <= ? AND stream >= ? AND stream < ? ORDER BY position", (head, low, high))
+    history = build_all()["responses"]
+    views: dict[str, Any] = {}  # stream -> rendering view
+    versions: dict[str, int] = {}
+    problems: list[Problem] = []
+    broken: set[str] = set()
+    rendered = 0
+    while rows := cursor.fetchmany(20_000):
+        for row in rows:
+            position, stream, version = row[0], row[1], row[2]
+            if stream in broken:
+                continue
+            if version != versions.get(stream, 0) + 1:
+                problems.append((position, f"stream {stream} goes from version {versions.get(stream, 0)} to {version}"))
+                broken.add(stream)
+                continue
+            versions[stream] = version
+            try:
+                recorded = record(row)
+                history.apply(recorded)
+                view = views.get(stream)
+                if view is None:
+                    view, out = view_class(recorded.event).start(recorded)
+                    views[stream] = view
+                else:
+                    out = view.apply(recorded)
+                rendered += len(out)
+            except BadRow as bad:
+                problems.append((bad.position, bad.reason))
+                broken.add(stream)
+            except (KeyError, IndexError, TypeError, AttributeError, AssertionError) as exc:
+                problems.append((position, f"the responses fold cannot apply this event of {stream} ({exc!r})"))
+                broken.add(stream)
+    for stream, view in views.items():
+        if stream in broken:
+            continue
+        folded = history.views.get(view.response_id)
+        if folded is None or view_digest(folded) != view_digest(view):
+            problems.append((view.last_position, f"response {view.response_id}: the rendered stream and the "
+                                                 "history projection disagree"))
+    return StreamsResult(len(views), rendered, problems)
+
+
+@attrs.frozen
+class ResponsesResult:
+    fingerprint: Any
+    live_fingerprint: Optional[Any]
+    problems: list[Problem]
+
+
+def fold_responses(path: str, head: int, live_position: Optional[int] = None) -> ResponsesResult:
+    """The whole responses projection in position order, for its fingerprint (at ``live_position`` too)."""
+    conn = connect(path, readonly=True)
+    responses = build_all()["responses"]
+    problems: list[Problem] = []
+    live = None
+    for row in scan(conn, 0, head):
+        if live_position is not None and live is None and row[0] > live_position:
+            live = responses.fingerprint()
+        try:
+            responses.apply(record(row))
+        except BadRow as bad:
+            problems.append((bad.position, bad.reason))
+            break
+        except (KeyError, IndexError, TypeError, AttributeError, AssertionError) as exc:
+            problems.append((row[0], f"the responses projection cannot fold this event ({exc!r})"))
+            break
+    if live_position is not None and live is None:
+        live = responses.fingerprint()
+    return ResponsesResult(responses.fingerprint(), live, problems)
