@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--json", action="store_true", help="print the result as JSON")
 
     commands.add_parser("replay", help="auditor tools (see `assistiv replay --help`)", add_help=False)
+    commands.add_parser("report", help="finance reports (see `assistiv report --help`)", add_help=False)
     return parser
 
 
@@ -50,6 +51,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from replay.cli import main as replay_main
 
         return replay_main(argv[1:])
+    if argv and argv[0] == "report":
+        from replay.report import main as report_main
+
+        return report_main(argv[1:])
     args = build_parser().parse_args(argv)
     config = load_config(args.config)
     path = _ledger_path(args, config)
