@@ -92,8 +92,9 @@ def run_tasks(tasks: Sequence[Task], jobs: int, on_done: Optional[Callable[[int]
 class Progress:
     """``label: done/total unit (pct) elapsed`` on stderr, in place; silent unless on a terminal."""
 
-    def __init__(self, label: str, total: int, unit: str = "", stream: TextIO = sys.stderr,
+    def __init__(self, label: str, total: int, unit: str = "", stream: Optional[TextIO] = None,
                  enabled: Optional[bool] = None) -> None:
+        stream = stream or sys.stderr
         forced = os.environ.get("ASSISTIV_PROGRESS")
         if enabled is None:
             enabled = forced == "1" if forced in ("0", "1") else stream.isatty()

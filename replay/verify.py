@@ -53,6 +53,7 @@ class VerifyReport:
     merkle_root: Optional[str] = None
     materialised_position: Optional[int] = None
     problems: list[tuple[Optional[int], str]] = attrs.field(factory=list)
+    chain_break: Optional[int] = None  # where the hash chain stops; what the folds find past it is hearsay
 
     @property
     def ok(self) -> bool:
@@ -60,6 +61,9 @@ class VerifyReport:
 
     @property
     def first_bad_position(self) -> Optional[int]:
+        """The chain's first broken position, else the earliest position of any problem."""
+        if self.chain_break is not None:
+            return self.chain_break
         positions = [p for p, _ in self.problems if p is not None]
         return min(positions) if positions else None
 
@@ -67,7 +71,8 @@ class VerifyReport:
         self.problems.append((position, message))
 
     def sorted_problems(self) -> list[tuple[Optional[int], str]]:
-        return sorted(self.problems, key=lambda p: (p[0] is None, p[0] or 0))
+        """The chain's break first (everything else may follow from it), then by position."""
+        return sorted(self.problems, key=lambda p: (not p[1].startswith("hash chain broken"), p[0] is None, p[0] or 0))
 
 
 def ledger_root(path: str, size: int) -> tuple[str, int, Optional[str]]:
@@ -142,6 +147,7 @@ def verify_ledger(path: str | Path, live: Optional[dict[str, Any]] = None, jobs:
     bad, reason, _ = chain_check.link(results[first_range:])
     if bad is not None:
         report.fail(f"hash chain broken at position {bad}: {reason}", bad)
+        report.chain_break = bad
     if against is not None:
         _check_against(against, results[extra["against"]], head, report)
     _assemble(report, results[0], results[1:len(bounds)], results[extra["responses"]] if live else None, live)
