@@ -9,7 +9,7 @@ limits in force at ``now`` (the caller's clock).
 from __future__ import annotations
 
 import math
-from collections import deque
+import bisect
 from typing import Any, Optional
 
 from ledger.events import ResponseAccepted, UsageCharged
@@ -20,32 +20,41 @@ DAY_S = 86_400
 
 
 class Window:
-    """(time_s, amount) entries in time order, with a running total."""
+    """(time_s, amount) entries in time order with prefix sums: ``since`` is O(log n).
 
-    __slots__ = ("entries", "total")
+    Entries older than the span are dropped as newer ones arrive (deterministically, by the
+    recorded times); a read at ``now`` never changes the state.
+    """
+
+    __slots__ = ("times", "prefix", "start")
+
+    COMPACT_ENTRIES_MIN = 1024  # dropped entries kept before the lists are compacted
 
     def __init__(self) -> None:
-        self.entries: deque[tuple[float, int]] = deque()
-        self.total = 0
+        self.times: list[float] = []
+        self.prefix: list[int] = [0]  # prefix[i] = sum of amounts before entry i
+        self.start = 0  # entries before this index are dropped
 
     def add(self, at_s: float, amount: int, span_s: int) -> None:
-        self.entries.append((at_s, amount))
-        self.total += amount
-        self.prune(at_s - span_s)
+        self.times.append(at_s)
+        self.prefix.append(self.prefix[-1] + amount)
+        self.start = bisect.bisect_right(self.times, at_s - span_s, lo=self.start)
+        if self.start >= self.COMPACT_ENTRIES_MIN and self.start * 2 >= len(self.times):
+            base = self.prefix[self.start]
+            self.times = self.times[self.start :]
+            self.prefix = [p - base for p in self.prefix[self.start :]]
+            self.start = 0
 
-    def prune(self, before_s: float) -> None:
-        while self.entries and self.entries[0][0] <= before_s:
-            self.total -= self.entries.popleft()[1]
+    @property
+    def entries(self) -> int:
+        return len(self.times) - self.start
 
     def since(self, after_s: float) -> tuple[int, Optional[float]]:
         """(sum of amounts after ``after_s``, time of the oldest such entry)."""
-        total, oldest = 0, None
-        for at, amount in reversed(self.entries):
-            if at <= after_s:
-                break
-            total += amount
-            oldest = at
-        return total, oldest
+        i = bisect.bisect_right(self.times, after_s, lo=self.start)
+        if i == len(self.times):
+            return 0, None
+        return self.prefix[-1] - self.prefix[i], self.times[i]
 
 
 class RatesProjection:
@@ -83,4 +92,4 @@ class RatesProjection:
         return max(1, math.ceil(max(waits))) if waits else None
 
     def fingerprint(self) -> Any:
-        return {"requests": sorted((k, len(w.entries)) for k, w in self.requests.items())}
+        return {"requests": sorted((k, w.entries) for k, w in self.requests.items())}

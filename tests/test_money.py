@@ -203,3 +203,20 @@ async def test_settle_charges_actual_usage_and_alerts_low_balance_once():
     budget = money.budget("eu")
     assert budget.used_micros == 3 * (10 * 100 + 10 * 200) and budget.reserved_micros == 0
     assert money.wallet("p").balance_micros == 10_000_000 - 9_000
+
+
+def test_rate_windows_count_by_recorded_time():
+    """rpm/rpd/tpm windows count what falls inside them at the read time; Retry-After names the wait."""
+    from ledger.events import ResponseAccepted
+    from projections.rates import RatesProjection
+    from projections.tenancy import RateLimits
+
+    rates = RatesProjection()
+    for n, second in enumerate((0, 10, 20, 70)):
+        rates.apply(Recorded(n + 1, f"response-r{n}", 1, f"e{n}", (1_000 + second) * 1_000_000, "0" * 64, "0" * 64,
+                             ResponseAccepted(f"r{n}", "p", "m", "demo", False, {}, [], "eu")))
+    limits = RateLimits(rpm_limit=3)
+    assert rates.exceeded("eu", limits, now_s=1_071) is None  # requests at 20 and 70 in the last minute
+    assert rates.exceeded("eu", limits, now_s=1_071, pending_requests=1) == 9  # the one at 20 leaves at 1,080
+    assert rates.exceeded("eu", RateLimits(rpd_limit=4), now_s=1_080) == 86_400 - 80
+    assert rates.exceeded("eu", RateLimits(rpd_limit=4), now_s=1_000 + 86_401) is None
