@@ -288,7 +288,7 @@ class TextDelta:
 
 @attrs.frozen
 class ArgumentsDelta:
-    """A piece of the JSON arguments of the function_call item at ``output_index``."""
+    """A piece of the JSON arguments of the function_call (or mcp_call) item at ``output_index``."""
 
     response_id: str
     output_index: int
@@ -330,6 +330,118 @@ class ResponseDeleted:
     response_id: str
 
 
+# --- hosted MCP tools ----------------------------------------------------------------------
+# Secrets never appear here: MCP ``authorization`` and ``headers`` values stay in memory.
+
+
+@attrs.frozen
+class McpToolsListed:
+    """The gateway asked an MCP server for its tools (the mcp_list_tools item at ``output_index``).
+
+    ``tools``: ``{"name", "description", "input_schema", "annotations"}`` per tool the
+    request allows; ``error`` says why listing failed (then ``tools`` is empty).
+    """
+
+    response_id: str
+    output_index: int
+    server_label: str
+    tools: list[dict[str, Any]]
+    duration_ms: int
+    error: Optional[str] = None
+
+
+@attrs.frozen
+class McpCallStarted:
+    """The arguments of the mcp_call item at ``output_index`` are complete and the gateway acts on
+    them now: it runs the tool, or (a limit reached, arguments not a JSON object) refuses it at
+    once; ``McpCallFinished`` follows either way."""
+
+    response_id: str
+    output_index: int
+    server_label: str
+    name: str
+    arguments: str
+    approval_request_id: Optional[str] = None
+
+
+@attrs.frozen
+class McpCallFinished:
+    """The outcome of the mcp_call item at ``output_index``: ``output`` (text fed back to the
+    model, capped) or ``error`` (the MCP error object: ``{"type": "mcp_protocol_error" |
+    "mcp_tool_execution_error" | "http_error", ...}``). ``output_chars`` is the size of the
+    tool's output before the cap; ``limit`` names the limit this call hit, if any."""
+
+    response_id: str
+    output_index: int
+    duration_ms: int
+    output: Optional[str] = None
+    error: Optional[dict[str, Any]] = None
+    output_chars: int = 0
+    limit: Optional[str] = None
+
+
+@attrs.frozen
+class McpApprovalRequested:
+    """An MCP call waits for the client's approval: the mcp_approval_request item at ``output_index``."""
+
+    response_id: str
+    output_index: int
+    approval_request_id: str
+    server_label: str
+    name: str
+    arguments: str
+
+
+@attrs.frozen
+class McpApprovalResponded:
+    """The client answered an approval request (input ``mcp_approval_response``): the call runs
+    in this response when ``approve``, never otherwise."""
+
+    response_id: str
+    approval_request_id: str
+    approve: bool
+    server_label: str
+    name: str
+    reason: Optional[str] = None
+
+
+@attrs.frozen
+class McpLimitReached:
+    """A response reached an MCP limit: ``limit`` names it (``max_tool_calls``, ``mcp_calls_max``,
+    ``call_timeout_s``, ``time_budget_s``, ``output_chars_max``, ``tools_per_server_max``),
+    ``value`` is its value in its unit; ``output_index`` the item it affected, if one."""
+
+    response_id: str
+    limit: str
+    value: int
+    output_index: Optional[int] = None
+    detail: str = ""
+
+
+@attrs.frozen
+class McpUsageCharged:
+    """One MCP tool call counted against the platform's month (on the wallet stream).
+
+    ``call_number`` is the platform's n-th MCP call in ``period`` (UTC calendar month,
+    ``YYYY-MM``); calls up to ``free_calls`` cost nothing, later ones ``price_micros``.
+    ``cost_micros`` is what the wallet is charged (an ``mcp_usage`` transaction when > 0).
+    """
+
+    platform_id: str
+    end_user_id: Optional[str]
+    response_id: str
+    output_index: int  # of the mcp_call item in its response
+    call_item_id: str
+    server_label: str
+    name: str
+    period: str
+    call_number: int
+    free_calls: int
+    price_micros: int
+    cost_micros: int
+    billing_status: str  # free | billed
+
+
 Event = Union[
     PlatformCreated,
     ApiKeyCreated,
@@ -354,6 +466,13 @@ Event = Union[
     ItemFinished,
     ResponseFinished,
     ResponseDeleted,
+    McpToolsListed,
+    McpCallStarted,
+    McpCallFinished,
+    McpApprovalRequested,
+    McpApprovalResponded,
+    McpLimitReached,
+    McpUsageCharged,
 ]
 
 TAGS: dict[type, str] = {
@@ -380,6 +499,13 @@ TAGS: dict[type, str] = {
     ItemFinished: "response.item_finished",
     ResponseFinished: "response.finished",
     ResponseDeleted: "response.deleted",
+    McpToolsListed: "mcp.tools_listed",
+    McpCallStarted: "mcp.call_started",
+    McpCallFinished: "mcp.call_finished",
+    McpApprovalRequested: "mcp.approval_requested",
+    McpApprovalResponded: "mcp.approval_responded",
+    McpLimitReached: "mcp.limit_reached",
+    McpUsageCharged: "mcp.usage_charged",
 }
 
 EVENT_TYPES: dict[str, type] = {tag: cls for cls, tag in TAGS.items()}

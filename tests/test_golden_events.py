@@ -37,6 +37,13 @@ from ledger.events import (
     ErrorInfo,
     ItemFinished,
     ItemStarted,
+    McpApprovalRequested,
+    McpApprovalResponded,
+    McpCallFinished,
+    McpCallStarted,
+    McpLimitReached,
+    McpToolsListed,
+    McpUsageCharged,
     PlatformCreated,
     ResponseAccepted,
     ResponseDeleted,
@@ -92,6 +99,17 @@ SAMPLES = [
                  Usage(input_tokens=12, cached_input_tokens=4, output_tokens=7, reasoning_tokens=2), "reported",
                  "prices_1_abc", "5" * 64, "v1", 100, "success", 321, "billed"),
     RequestKeyed("resp_01", "a" * 64),
+    McpToolsListed("resp_01", 0, "deepwiki", [{"name": "ask", "description": "Ask ☃", "input_schema": {
+        "type": "object", "properties": {"q": {"type": "string"}}}, "annotations": {"readOnlyHint": True}}], 57,
+        "Error retrieving tool list from MCP server 'deepwiki': HTTP 401"),
+    McpCallStarted("resp_01", 1, "deepwiki", "ask", '{"q": "x"}', "mcpr_01"),
+    McpCallFinished("resp_01", 1, 1234, "the answer…", {"type": "http_error", "code": 502, "message": "bad gateway"},
+                    250_000, "output_chars_max"),
+    McpApprovalRequested("resp_01", 2, "mcpr_01", "deepwiki", "ask", '{"q": "x"}'),
+    McpApprovalResponded("resp_01", "mcpr_01", False, "deepwiki", "ask", "not today"),
+    McpLimitReached("resp_01", "max_tool_calls", 3, 4, "the model asked for a 4th MCP call"),
+    McpUsageCharged("plat_01", "eu_7", "resp_01", 1, "mcp_01", "deepwiki", "ask", "2026-11", 1001, 1000, 1000, 1000,
+                    "billed"),
 ]
 
 
