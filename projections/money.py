@@ -6,7 +6,8 @@ Every change is also a transaction row with the balance after it, so a statement
 adds up. Budget periods (daily / monthly, UTC calendar) roll over when an event of that
 budget is recorded in a later period, using the event's recorded time, so the fold stays
 deterministic; ``Budget.view_at(now)`` shows the rollover a read at ``now`` would see
-without recording anything.
+without recording anything. Hosted MCP tool calls are counted per wallet and month
+(``mcp.usage_charged``); those past the free tier are ``mcp_usage`` transactions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from typing import Any, Optional
 
 import attrs
 
-from ledger.events import BudgetLowBalance, BudgetSet, BudgetToppedUp, HoldPlaced, HoldReleased, WalletCredited
+from ledger.events import (
+    BudgetLowBalance,
+    BudgetSet,
+    BudgetToppedUp,
+    HoldPlaced,
+    HoldReleased,
+    McpUsageCharged,
+    WalletCredited,
+)
 from ledger.store import Recorded
 
 PERIODS = ("one_time", "daily", "monthly")
@@ -80,6 +89,7 @@ class Wallet(Account):
     balance_micros: int = 0
     created_at: int = 0
     updated_at: int = 0
+    mcp_calls: dict[str, int] = attrs.Factory(dict)  # UTC month (YYYY-MM) -> MCP tool calls counted
 
     @property
     def available_micros(self) -> int:
@@ -181,6 +191,15 @@ class MoneyProjection:
                 budget.low_armed = False
         elif isinstance(event, (HoldPlaced, HoldReleased)):
             account = self._hold(event, at, recorded.event_id)
+        elif isinstance(event, McpUsageCharged):
+            account = wallet = self.wallet(event.platform_id)
+            wallet.mcp_calls[event.period] = wallet.mcp_calls.get(event.period, 0) + 1
+            if event.cost_micros:
+                wallet.balance_micros -= event.cost_micros
+                wallet.transactions.append(Txn(recorded.event_id, "mcp_usage", -event.cost_micros,
+                                               wallet.balance_micros, at,
+                                               f"MCP call {event.server_label}/{event.name} "
+                                               f"(#{event.call_number} in {event.period})"))
         if account is not None:
             if recorded.stream.startswith(("wallet-", "budget-")):
                 account.version = recorded.version
@@ -241,8 +260,8 @@ class MoneyProjection:
 
     def fingerprint(self) -> Any:
         return {
-            "wallets": sorted([w.platform_id, w.balance_micros, w.reserved_micros, w.version, len(w.transactions)]
-                              for w in self.wallets.values()),
+            "wallets": sorted([w.platform_id, w.balance_micros, w.reserved_micros, w.version, len(w.transactions),
+                               sorted(w.mcp_calls.items())] for w in self.wallets.values()),
             "budgets": sorted([b.end_user_id, b.max_micros, b.used_micros, b.reserved_micros, b.version,
                                b.is_suspended, b.period_start, len(b.transactions)] for b in self.budgets.values()),
         }

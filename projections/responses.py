@@ -51,7 +51,9 @@ class ResponsesProjection:
         if isinstance(event, RequestKeyed):
             self.request_hashes[event.response_id] = event.request_sha256
         response_id = getattr(event, "response_id", None)
-        if response_id is not None:
+        # Only the response's own stream: events elsewhere may name it too (an MCP call's
+        # charge is on the wallet stream).
+        if response_id is not None and recorded.stream == RESPONSE_STREAM_PREFIX + response_id:
             view = self.views.get(response_id)
             if view is not None:
                 view.apply(recorded, render=False)

@@ -1,4 +1,6 @@
-"""Request logs and usage totals, folded from ``usage.charged`` (one row per upstream call)."""
+"""Request logs and usage totals: one row per upstream model call (``usage.charged``) and
+one per hosted MCP tool call (``mcp.usage_charged``, request_type ``mcp_tool``; its latency
+and status come from the call's ``mcp.call_finished``)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any, Optional
 
 import attrs
 
-from ledger.events import UsageCharged
+from ledger.events import McpCallFinished, McpUsageCharged, ResponseFinished, UsageCharged
 from ledger.store import Recorded
 
 
@@ -48,10 +50,25 @@ class UsageProjection:
 
     def __init__(self) -> None:
         self.rows: dict[str, list[LogRow]] = {}
+        self._mcp_rows: dict[str, dict[int, LogRow]] = {}  # response id -> output index -> row, until finished
 
     def apply(self, recorded: Recorded) -> None:
         event = recorded.event
-        if isinstance(event, UsageCharged):
+        if isinstance(event, McpUsageCharged):
+            row = LogRow(recorded.event_id, event.platform_id, event.end_user_id, event.response_id, "mcp_tool",
+                         f"mcp:{event.server_label}", event.name, 0, 0, 0, 0, 0, event.cost_micros, "running",
+                         "none", event.billing_status, "", recorded.recorded_at_s)
+            self.rows.setdefault(event.platform_id, []).append(row)
+            self._mcp_rows.setdefault(event.response_id, {})[event.output_index] = row
+        elif isinstance(event, McpCallFinished):
+            row = self._mcp_rows.get(event.response_id, {}).pop(event.output_index, None)
+            if row is not None:
+                row.latency_ms = event.duration_ms
+                row.status = "failed" if event.error is not None else "success"
+        elif isinstance(event, ResponseFinished):
+            for row in self._mcp_rows.pop(event.response_id, {}).values():
+                row.status = "interrupted"  # the response ended while the call ran
+        elif isinstance(event, UsageCharged):
             usage = event.usage
             self.rows.setdefault(event.platform_id, []).append(LogRow(
                 recorded.event_id, event.platform_id, event.end_user_id, event.response_id, event.request_type,
@@ -68,13 +85,15 @@ class UsageProjection:
             day = dt.datetime.fromtimestamp(row.created_at, dt.timezone.utc).date().isoformat()
             values = {"end_user": row.end_user_id, "model": row.model_id, "day": day}
             key = tuple(values[g] or "" for g in group_by)
-            group = groups.setdefault(key, {**{g: values[g] for g in group_by}, "requests": 0, "prompt_tokens": 0,
-                                            "completion_tokens": 0, "cost_micros": 0})
-            group["requests"] += 1
+            group = groups.setdefault(key, {**{g: values[g] for g in group_by}, "requests": 0, "mcp_calls": 0,
+                                            "prompt_tokens": 0, "completion_tokens": 0, "cost_micros": 0})
+            group["mcp_calls" if row.request_type == "mcp_tool" else "requests"] += 1
             group["prompt_tokens"] += row.prompt_tokens
             group["completion_tokens"] += row.completion_tokens
             group["cost_micros"] += row.cost_micros
         return [groups[k] for k in sorted(groups)]
 
     def fingerprint(self) -> Any:
-        return {p: [len(rows), sum(r.cost_micros for r in rows)] for p, rows in sorted(self.rows.items())}
+        return {p: [len(rows), sum(r.cost_micros for r in rows), sum(r.latency_ms for r in rows if r.request_type ==
+                                                                      "mcp_tool")]
+                for p, rows in sorted(self.rows.items())}

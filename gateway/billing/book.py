@@ -18,18 +18,35 @@ request whose worst case exceeds what is available is still admitted while avail
 but its hold is capped at what is available, and at most one such capped hold per account
 may be open at a time (others get the usual 402): the total overshoot of an account is
 bounded by one request's worst case. Settlement records the real cost, never clamped.
+
+A response whose hosted MCP tools make it call the model several times reserves and
+settles each model call on its own (``turn`` 2, 3, ... after the first): each has its own
+hold, its own ``usage.charged`` (one log row per upstream call) and its own release, so
+the holds always cover the call in flight. Each MCP tool call is counted per platform and
+UTC calendar month on the wallet stream (``mcp_charge``): free up to the configured tier,
+then a fixed price, as an ``mcp_usage`` wallet transaction.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
+from decimal import Decimal
 from typing import Any, Callable, Optional, Sequence
 
 import attrs
 
 from gateway.errors import ApiError
-from ledger.events import BudgetLowBalance, HoldPlaced, HoldReleased, ResponseAccepted, Usage, UsageCharged
+from ledger.events import (
+    BudgetLowBalance,
+    HoldPlaced,
+    HoldReleased,
+    McpUsageCharged,
+    ResponseAccepted,
+    Usage,
+    UsageCharged,
+)
 from ledger.store import EventStore, NewEvent, Recorded
 from projections.money import MoneyProjection, budget_stream, wallet_stream
 from projections.pricing import CALCULATOR_VERSION, PricesProjection, compute_cost_micros
@@ -39,6 +56,20 @@ from projections.tenancy import TenancyProjection
 
 def payment_required(code: str, message: str) -> ApiError:
     return ApiError(402, message, code=code, type_="insufficient_quota")
+
+
+def _turn(turn: int) -> str:
+    """The event-id suffix of a model call after a response's first (none for the first)."""
+    return "" if turn == 1 else f".{turn}"
+
+
+def usd_to_micros(usd: str) -> int:
+    return math.ceil(Decimal(usd) * 1_000_000)
+
+
+def month_of(at_s: float) -> str:
+    """The UTC calendar month (``YYYY-MM``) of a unix time."""
+    return time.strftime("%Y-%m", time.gmtime(at_s))
 
 
 @attrs.define
@@ -71,6 +102,8 @@ class Book:
         self._pending_streams: dict[str, str] = {}  # event id -> account stream, until committed
         self._pending_holds: dict[str, tuple[str, int, bool]] = {}  # event id -> (stream, micros, capped)
         self._pending_requests: dict[str, str] = {}  # response id -> end user, until accepted is recorded
+        self._pending_mcp: dict[str, tuple[str, str]] = {}  # event id -> (platform, month) of an MCP charge
+        self._mcp_calls = Counter[tuple[str, str]]()
         self._events = Counter[str]()
         self._held = Counter[str]()
         self._capped = Counter[str]()
@@ -95,6 +128,9 @@ class Book:
         if hold is not None:
             self._held[hold[0]] -= hold[1]
             self._capped[hold[0]] -= hold[2]
+        month = self._pending_mcp.pop(event_id, None)
+        if month is not None:
+            self._mcp_calls[month] -= 1
 
     def abandon(self, events: Sequence[NewEvent], response_id: Optional[str] = None) -> None:
         """Forget events whose append failed (nothing of them was recorded)."""
@@ -113,14 +149,16 @@ class Book:
 
     # --- pre-flight and reservation ----------------------------------------------------------
 
-    def reserve(self, reservation: Reservation, worst_case_micros: int) -> list[NewEvent]:
-        """Run the pre-flight checks; return the hold events to append with ``response.accepted``.
+    def reserve(self, reservation: Reservation, worst_case_micros: int, turn: int = 1) -> list[NewEvent]:
+        """Run the pre-flight checks; return the hold events to append with ``response.accepted``
+        (turn 1), or on their own before a later model call of the response (no rate limit then).
 
         Raises ApiError 429/402. Synchronous on purpose (see the module docstring).
         """
         now = self.clock()
         pid, euid, rid = reservation.platform_id, reservation.end_user_id, reservation.reservation_id
-        if euid:
+        reservation.holds.clear()
+        if euid and turn == 1:
             limits, _ = self.tenancy.rate_limits(pid, euid)
             pending = sum(1 for user in self._pending_requests.values() if user == euid)
             wait_s = self.rates.exceeded(euid, limits, now, pending)
@@ -151,13 +189,13 @@ class Book:
             if amount <= 0:
                 continue
             hold = HoldPlaced(rid, account, pid, euid, amount, capped)
-            new = self._account_event(stream, hold, f"{rid}.hold.{account}", check_version=True)
+            new = self._account_event(stream, hold, f"{rid}.hold.{account}{_turn(turn)}", check_version=True)
             self._pending_holds[new.event_id] = (stream, amount, capped)
             self._held[stream] += amount
             self._capped[stream] += capped
             reservation.holds[account] = amount
             events.append(new)
-        if euid:
+        if euid and turn == 1:
             self._pending_requests[rid] = euid
         reservation.started_at = now
         return events
@@ -175,8 +213,9 @@ class Book:
     # --- settlement ---------------------------------------------------------------------------
 
     def settle(self, reservation: Reservation, response_stream: str, usage: Usage, estimated: bool, status: str,
-               charge: bool = True) -> list[NewEvent]:
-        """The events that charge ``usage`` (or void, ``charge=False``) and release the holds."""
+               charge: bool = True, turn: int = 1) -> list[NewEvent]:
+        """The events that charge ``usage`` of model call ``turn`` (or void, ``charge=False``) and release
+        its holds."""
         cost = compute_cost_micros(usage, reservation.prices) if charge else 0
         rid, pid, euid = reservation.reservation_id, reservation.platform_id, reservation.end_user_id
         billing_status = "voided" if not charge else ("billed" if cost else "free")
@@ -187,7 +226,7 @@ class Book:
             price_version_id=reservation.price_version_id, price_sha256=reservation.price_sha256,
             calculator_version=CALCULATOR_VERSION, cost_micros=cost, status=status,
             latency_ms=int((self.clock() - reservation.started_at) * 1000), billing_status=billing_status,
-        ), f"{rid}.charge")]
+        ), f"{rid}.charge{_turn(turn)}")]
         tokens = usage.input_tokens + usage.output_tokens
         description = f"Inference: {tokens} tokens ({reservation.model})"
         budget = self.money.budget(euid)
@@ -199,13 +238,50 @@ class Book:
                 continue
             outcome = "settled" if charge else "voided"
             release = HoldReleased(rid, account, pid, euid, outcome, cost, description)
-            events.append(self._account_event(stream, release, f"{rid}.release.{account}", check_version=False))
+            events.append(self._account_event(stream, release, f"{rid}.release.{account}{_turn(turn)}",
+                                              check_version=False))
         if budget is not None and cost and budget.low_balance_threshold_micros is not None:
             remaining = budget.available_at(int(self.clock())) + budget.reserved_micros - cost
             if remaining <= budget.low_balance_threshold_micros and budget.low_armed \
                     and budget.end_user_id not in self._low_alerts:
                 self._low_alerts.add(budget.end_user_id)
                 alert = BudgetLowBalance(pid, budget.end_user_id, remaining)
-                events.append(self._account_event(budget_stream(budget.end_user_id), alert, f"{rid}.low_balance",
-                                                  check_version=False))
+                events.append(self._account_event(budget_stream(budget.end_user_id), alert,
+                                                  f"{rid}.low_balance{_turn(turn)}", check_version=False))
         return events
+
+    def void(self, reservation: Reservation, turn: int) -> list[NewEvent]:
+        """Release the holds of model call ``turn``, which never ran (no charge, no log row)."""
+        rid, pid, euid = reservation.reservation_id, reservation.platform_id, reservation.end_user_id
+        streams = {"wallet": wallet_stream(pid), "budget": budget_stream(euid or "")}
+        return [self._account_event(streams[account], HoldReleased(rid, account, pid, euid, "voided", 0,
+                                                                   "Model call not made"),
+                                    f"{rid}.release.{account}{_turn(turn)}", check_version=False)
+                for account in reservation.holds]
+
+    # --- hosted MCP tool calls ---------------------------------------------------------------
+
+    def mcp_charge(self, reservation: Reservation, output_index: int, call_item_id: str, server_label: str,
+                   name: str, free_calls: int, price_usd: str) -> NewEvent:
+        """The ``mcp.usage_charged`` event of one MCP call about to run (append with an expected
+        wallet version: two appends can never take the same place in the month's count).
+
+        Raises ApiError 402 when the call is not free and the wallet cannot pay for it.
+        """
+        pid = reservation.platform_id
+        month = month_of(self.clock())
+        number = self.money.wallet_view(pid).mcp_calls.get(month, 0) + self._mcp_calls[(pid, month)] + 1
+        price = usd_to_micros(price_usd)
+        cost = 0 if number <= free_calls else price
+        stream = wallet_stream(pid)
+        if cost and self.money.wallet_view(pid).available_micros - self._held[stream] < cost:
+            raise payment_required("wallet_insufficient", "The platform wallet has insufficient funds for this "
+                                                          "MCP tool call.")
+        event = McpUsageCharged(pid, reservation.end_user_id, reservation.reservation_id, output_index, call_item_id,
+                                server_label, name, month, number, free_calls, price, cost,
+                                "billed" if cost else "free")
+        new = self._account_event(stream, event, f"{reservation.reservation_id}.mcp.{call_item_id}",
+                                  check_version=True)
+        self._pending_mcp[new.event_id] = (pid, month)
+        self._mcp_calls[(pid, month)] += 1
+        return new
