@@ -2,7 +2,9 @@
 
 Every item is normalized to the shape the ledger records and the input_items route lists,
 each with an id: messages (content always an array of parts), ``function_call`` replays
-and ``function_call_output`` results. Errors are 400s whose ``param`` is the item's path.
+and ``function_call_output`` results, ``mcp_approval_response`` answers, and replays of the
+MCP items a response outputs (``mcp_list_tools``, ``mcp_call``, ``mcp_approval_request``), which
+a client using ``store: false`` sends back. Errors are 400s whose ``param`` is the item's path.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ def parse_input(value: Any) -> list[dict[str, Any]]:
             items.append(_function_call(item, param))
         elif kind == "function_call_output":
             items.append(_function_call_output(item, param))
+        elif kind in MCP_ITEMS:
+            items.append(MCP_ITEMS[kind](item, param))
         else:
             raise invalid(f"Invalid '{param}.type': unsupported input item type {kind!r}.", f"{param}.type",
                           "invalid_value")
@@ -148,3 +152,84 @@ def _function_call_output(item: dict, param: str) -> dict[str, Any]:
     }
 
 
+MCP_TOOLS_MAX = 1_000  # tools in one replayed mcp_list_tools item
+
+
+def _optional(item: dict, name: str, param: str, kinds: tuple[type, ...]) -> Any:
+    value = item.get(name)
+    if value is not None and not isinstance(value, kinds):
+        raise invalid(f"Invalid '{param}.{name}'.", f"{param}.{name}", "invalid_type")
+    return value
+
+
+def _mcp_approval_response(item: dict, param: str) -> dict[str, Any]:
+    approve = item.get("approve")
+    if not isinstance(approve, bool):
+        raise invalid(f"Missing or invalid '{param}.approve': expected a boolean.", f"{param}.approve",
+                      "missing_required_parameter" if approve is None else "invalid_type")
+    return {
+        "type": "mcp_approval_response",
+        "id": item["id"] if isinstance(item.get("id"), str) else new_id("mcpa"),
+        "approval_request_id": _string_field(item, "approval_request_id", param),
+        "approve": approve,
+        "reason": _optional(item, "reason", param, (str,)),
+    }
+
+
+def _mcp_list_tools(item: dict, param: str) -> dict[str, Any]:
+    tools = item.get("tools")
+    if not isinstance(tools, list) or len(tools) > MCP_TOOLS_MAX:
+        raise invalid(f"Invalid '{param}.tools': expected an array of at most {MCP_TOOLS_MAX} tools.",
+                      f"{param}.tools", "invalid_type")
+    out = []
+    for i, tool in enumerate(tools):
+        where = f"{param}.tools[{i}]"
+        if not isinstance(tool, dict):
+            raise invalid(f"Invalid '{where}': expected an object.", where, "invalid_type")
+        out.append({"name": _string_field(tool, "name", where),
+                    "description": _optional(tool, "description", where, (str,)),
+                    "input_schema": _optional(tool, "input_schema", where, (dict,)) or {},
+                    "annotations": _optional(tool, "annotations", where, (dict,))})
+    return {
+        "type": "mcp_list_tools",
+        "id": item["id"] if isinstance(item.get("id"), str) else new_id("mcpl"),
+        "server_label": _string_field(item, "server_label", param),
+        "tools": out,
+        "error": _optional(item, "error", param, (str,)),
+    }
+
+
+def _mcp_call(item: dict, param: str) -> dict[str, Any]:
+    status = item.get("status") or "completed"
+    if status not in ("completed", "incomplete", "failed"):
+        raise invalid(f"Invalid '{param}.status': a replayed mcp_call is completed, incomplete or failed.",
+                      f"{param}.status", "invalid_value")
+    return {
+        "type": "mcp_call",
+        "id": item["id"] if isinstance(item.get("id"), str) else new_id("mcp"),
+        "status": status,
+        "server_label": _string_field(item, "server_label", param),
+        "name": _string_field(item, "name", param),
+        "arguments": _string_field(item, "arguments", param),
+        "output": _optional(item, "output", param, (str,)),
+        "error": _optional(item, "error", param, (dict, str)),
+        "approval_request_id": _optional(item, "approval_request_id", param, (str,)),
+    }
+
+
+def _mcp_approval_request(item: dict, param: str) -> dict[str, Any]:
+    return {
+        "type": "mcp_approval_request",
+        "id": _string_field(item, "id", param),
+        "server_label": _string_field(item, "server_label", param),
+        "name": _string_field(item, "name", param),
+        "arguments": _string_field(item, "arguments", param),
+    }
+
+
+MCP_ITEMS = {
+    "mcp_approval_response": _mcp_approval_response,
+    "mcp_list_tools": _mcp_list_tools,
+    "mcp_call": _mcp_call,
+    "mcp_approval_request": _mcp_approval_request,
+}

@@ -19,7 +19,7 @@ import attrs
 
 from gateway.errors import ApiError, invalid
 from gateway.request_input import parse_input
-from gateway.request_tools import parse_tool_choice, parse_tools
+from gateway.request_tools import parse_tool_choice, parse_tools_and_servers
 
 KNOWN_FIELDS = {
     "model", "input", "instructions", "stream", "temperature", "top_p", "max_output_tokens",
@@ -59,6 +59,9 @@ class CreateRequest:
     stop: Optional[list[str]] = None  # set by Chat Completions requests only
     presence_penalty: Optional[float] = None
     frequency_penalty: Optional[float] = None
+    # Hosted MCP servers named in ``tools``, with their secrets: memory only, never recorded
+    # (``tools`` holds their redacted echo).
+    mcp_servers: tuple[Any, ...] = attrs.field(default=(), repr=False)
 
     def echoed_params(self) -> dict[str, Any]:
         """The request fields a Response object echoes (sorted; ``thread_id`` is our extension)."""
@@ -174,7 +177,7 @@ def parse_create_request(body: Any) -> CreateRequest:
         raise invalid("Invalid 'model': expected a non-empty string.", "model", "invalid_type")
     if "input" not in body or body["input"] is None:
         raise invalid("Missing required parameter: 'input'.", "input", "missing_required_parameter")
-    tools = parse_tools(body.get("tools"))
+    tools, mcp_servers = parse_tools_and_servers(body.get("tools"))
     max_tool_calls = body.get("max_tool_calls")
     if max_tool_calls is not None and (not isinstance(max_tool_calls, int) or isinstance(max_tool_calls, bool)
                                        or max_tool_calls < 1):
@@ -203,6 +206,7 @@ def parse_create_request(body: Any) -> CreateRequest:
         previous_response_id=_optional_str(body, "previous_response_id"),
         thread_id=_optional_str(body, "thread_id"),
         max_tool_calls=max_tool_calls,
+        mcp_servers=tuple(mcp_servers),
     )
 
 
