@@ -9,13 +9,20 @@ recorded events, so "what the client was sent" is a pure function of the ledger.
 Mapping (ledger event -> SSE events, each with the next ``sequence_number``):
 
     response.accepted        response.created, response.in_progress
-    response.item_started    response.output_item.added (+ response.content_part.added for a message)
+    response.item_started    response.output_item.added (+ response.content_part.added for a message,
+                             response.mcp_list_tools.in_progress / response.mcp_call.in_progress
+                             for those items)
     response.text_delta      response.output_text.delta
     response.arguments_delta response.function_call_arguments.delta
+                             (response.mcp_call_arguments.delta for an mcp_call)
     response.item_finished   message: response.output_text.done, response.content_part.done,
                              response.output_item.done;
                              function_call: response.function_call_arguments.done (with name),
-                             response.output_item.done
+                             response.output_item.done; other items: response.output_item.done
+    mcp.tools_listed         response.mcp_list_tools.completed | .failed (the item gets its tools/error)
+    mcp.call_started         response.mcp_call_arguments.done
+    mcp.call_finished        response.mcp_call.completed | .failed (the item gets its output/error)
+    mcp.approval_requested   response.output_item.added + response.output_item.done (a whole item)
     response.finished        response.completed | response.incomplete | error + response.failed;
                              nothing when the client had disconnected (nobody was listening)
 
@@ -35,6 +42,10 @@ from ledger.events import (
     ArgumentsDelta,
     ItemFinished,
     ItemStarted,
+    McpApprovalRequested,
+    McpCallFinished,
+    McpCallStarted,
+    McpToolsListed,
     ResponseAccepted,
     ResponseDeleted,
     ResponseFinished,
@@ -195,11 +206,14 @@ class ResponseView:
         if isinstance(event, ArgumentsDelta):
             item = self.items[event.output_index]
             item["arguments"] += event.delta
+            kind = "mcp_call" if item["type"] == "mcp_call" else "function_call"
             return self._emit(
                 render,
-                "response.function_call_arguments.delta",
+                f"response.{kind}_arguments.delta",
                 lambda: {"item_id": item["id"], "output_index": event.output_index, "delta": event.delta},
             )
+        if isinstance(event, (McpToolsListed, McpCallStarted, McpCallFinished, McpApprovalRequested)):
+            return self._mcp(event, render)
         if isinstance(event, ItemStarted):
             return self._item_started(event, render)
         if isinstance(event, ItemFinished):
@@ -224,12 +238,40 @@ class ResponseView:
                 lambda: {"item_id": item["id"], "output_index": event.output_index, "content_index": 0, "part": part},
             )
             item["content"] = [dict(part)]
+        elif item.get("type") in ("mcp_list_tools", "mcp_call"):
+            out += self._emit(render, f"response.{item['type']}.in_progress",
+                              lambda: {"item_id": item["id"], "output_index": event.output_index})
         self.items.append(item)
         return out
 
+    def _mcp(self, event: Any, render: bool) -> bytes:
+        """The MCP steps of an item: listing result, arguments done, call result, approval request."""
+        if isinstance(event, McpApprovalRequested):
+            item = {"id": event.approval_request_id, "type": "mcp_approval_request",
+                    "server_label": event.server_label, "name": event.name, "arguments": event.arguments}
+            self.items.append(item)
+            out = self._emit(render, "response.output_item.added",
+                             lambda: {"output_index": event.output_index, "item": dict(item)})
+            return out + self._emit(render, "response.output_item.done",
+                                    lambda: {"output_index": event.output_index, "item": item})
+        item = self.items[event.output_index]
+        common = {"item_id": item["id"], "output_index": event.output_index}
+        if isinstance(event, McpToolsListed):
+            item["tools"], item["error"] = sorted_json(event.tools), event.error
+            outcome = "failed" if event.error is not None else "completed"
+            return self._emit(render, f"response.mcp_list_tools.{outcome}", lambda: common)
+        if isinstance(event, McpCallStarted):
+            item["arguments"] = event.arguments
+            return self._emit(render, "response.mcp_call_arguments.done",
+                              lambda: {**common, "arguments": event.arguments})
+        item["output"], item["error"] = event.output, sorted_json(event.error)
+        outcome = "failed" if event.error is not None else "completed"
+        return self._emit(render, f"response.mcp_call.{outcome}", lambda: common)
+
     def _item_finished(self, event: ItemFinished, render: bool) -> bytes:
         item = self.items[event.output_index]
-        item["status"] = event.status
+        if "status" in item:  # mcp_list_tools items have none
+            item["status"] = event.status
         out = b""
         if item.get("type") == "message":
             part = item["content"][0]

@@ -15,6 +15,10 @@ from gateway.config import ModelConfig
 from gateway.conversation import check_call_outputs, model_call
 from gateway.errors import ApiError, invalid, not_found
 from gateway.http import SSE_HEADERS, authenticate, json_body, json_response
+from gateway.mcp.checks import check_approvals, check_servers
+from gateway.mcp.client import McpClient
+from gateway.mcp.loop import McpLoop
+from gateway.mcp.policy import parse_allowlist
 from gateway.paging import cursor_page
 from gateway.pipeline import ResponseExists, ResponseRun, RunBilling
 from gateway.routes.running import answer
@@ -32,6 +36,8 @@ MODEL_CREATED_AT = 1_735_689_600  # fixed "created" of configured models (2025-0
 
 
 def register(app: QuartTrio, services: Services) -> None:
+    mcp_client = McpClient(parse_allowlist(services.config.mcp.url_allowlist))
+
     @app.get("/v1/models")
     async def list_models() -> Response:
         authenticate(services)
@@ -65,6 +71,8 @@ def register(app: QuartTrio, services: Services) -> None:
         parent = _conversation_parent(services, key, create)
         context = services.responses.context_items(parent) if parent is not None else []
         check_call_outputs(context, create.input_items)
+        check_servers(create.mcp_servers, create.tools, services.config.mcp, mcp_client.allowlist)
+        check_approvals(context, create.input_items, create.mcp_servers)
         params = create.echoed_params()
         params["previous_response_id"] = parent.response_id if parent is not None else None
         run = ResponseRun(
@@ -81,6 +89,10 @@ def register(app: QuartTrio, services: Services) -> None:
             params=params,
             request_sha256=request_sha256,
         )
+        if create.mcp_servers:
+            run.mcp = McpLoop(run.response_id, create.mcp_servers, [*context, *create.input_items],
+                              services.config.mcp, create.max_tool_calls, mcp_client,
+                              [t["name"] for t in create.tools if t["type"] == "function"])
         if services.config.billing.enabled:
             run.billing = run_billing(services, run, model, context)
         try:
@@ -191,8 +203,10 @@ def run_billing(services: Services, run: ResponseRun, model: ModelConfig, contex
         model=model.id, provider=model.provider, request_type=request_type, prices=prices,
         price_version_id=latest.version_id if latest else "", price_sha256=latest.sha256 if latest else "")
     call = model_call(run.request, run.upstream_model, context)
-    worst = worst_case(call, model, services.config.billing.hold_usd_max)
-    return RunBilling(services.book, reservation, worst, services.runner.catch_up)
+    hold_usd_max = services.config.billing.hold_usd_max
+    worst = worst_case(call, model, hold_usd_max)
+    return RunBilling(services.book, reservation, worst, services.runner.catch_up,
+                      estimate=lambda later: worst_case(later, model, hold_usd_max), mcp=services.config.mcp)
 
 
 def _owned_response(services: Services, key: KeyInfo, response_id: str):
