@@ -8,8 +8,10 @@ server (label ``t``) are offered as ``t__add``, ``t__fail``, ...
 from __future__ import annotations
 
 import json
+import time
 import warnings
 
+import httpx
 import openai
 import pytest
 
@@ -244,3 +246,35 @@ def test_replay_stream_reproduces_mcp_bytes(stack, upstream):
     response_id = parse_sse(received)[0]["response"]["id"]
     replayed = stack.gateway.cli("replay", "--data-dir", str(stack.gateway.data_dir), "stream", response_id).stdout
     assert replayed == received
+
+
+def test_client_leaving_during_a_call_records_the_interruption(stack, upstream):
+    """A client that leaves while a tool runs: the call item ends incomplete, the response interrupted."""
+    body = {"model": "mcp-model", "stream": True, "tools": [stack.tool()], "input": script(("t__slow", {"seconds": 0.8}))}
+    with httpx.stream("POST", stack.gateway.base_url + "/responses", json=body, timeout=30,
+                      headers={"Authorization": f"Bearer {stack.gateway.key}"}) as answer:
+        seen = []
+        for line in answer.iter_lines():
+            if line.startswith("data: "):
+                seen.append(json.loads(line[6:]))
+                if seen[-1]["type"] == "response.mcp_call_arguments.done":
+                    break
+    response_id = seen[0]["response"]["id"]
+    deadline = time.monotonic() + 10
+    while not stack.events(response_id, "response.finished") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [finished] = stack.events(response_id, "response.finished")
+    assert finished["interruption"] == "client_disconnected" and finished["status"] == "incomplete"
+    closed = {e["output_index"]: e["status"] for e in stack.events(response_id, "response.item_finished")}
+    assert closed[1] == "incomplete" and not stack.events(response_id, "mcp.call_finished")
+    assert len(upstream.requests) == 1  # the model was not called again
+
+
+def test_tool_choice_mcp_forces_the_first_call_only(stack, upstream):
+    """tool_choice {"type": "mcp", ...} forces that tool on the first model call, then "auto"."""
+    response = stack.client().responses.create(
+        model="mcp-model", input=script(("t__add", {"a": 1, "b": 1})), tools=[stack.tool()],
+        tool_choice={"type": "mcp", "server_label": "t", "name": "add"})
+    assert response.tool_choice.type == "mcp" and response.output_text == "Tool results: 2"
+    first, second = (r.json()["tool_choice"] for r in upstream.requests)
+    assert first == {"type": "function", "function": {"name": "t__add"}} and second == "auto"
