@@ -16,9 +16,18 @@ import openai
 import pytest
 
 from tests.fakes.mcp_model import script
-from tests.mcp_stack import mcp_stack
+from tests.mcp_stack import FREE_MODELS, mcp_stack
 from tests.test_responses_e2e import parse_sse
 
+DEMO = """
+[[providers]]
+name = "demo"
+kind = "demo"
+
+[[models]]
+id = "demo"
+provider = "demo"
+"""
 CALL_TIMEOUT_S = 1.0
 OUTPUT_CHARS_MAX = 1_000
 MCP_EVENTS_ORDER = [
@@ -34,7 +43,7 @@ CALL_TAIL = ["response.mcp_call_arguments.done", "response.mcp_call.completed", 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     with mcp_stack(tmp_path_factory, mcp=f"call_timeout_s = {CALL_TIMEOUT_S}\noutput_chars_max = {OUTPUT_CHARS_MAX}\n"
-                                         "mcp_calls_max = 4\n") as running:
+                                         "mcp_calls_max = 4\n", models=FREE_MODELS + DEMO) as running:
         yield running
 
 
@@ -278,3 +287,12 @@ def test_tool_choice_mcp_forces_the_first_call_only(stack, upstream):
     assert response.tool_choice.type == "mcp" and response.output_text == "Tool results: 2"
     first, second = (r.json()["tool_choice"] for r in upstream.requests)
     assert first == {"type": "function", "function": {"name": "t__add"}} and second == "auto"
+
+
+def test_demo_model_calls_an_offered_mcp_tool(stack, upstream):
+    """The offline demo model calls the first tool it is offered (quickstart without keys)."""
+    response = stack.client().responses.create(model="demo", input="hello there",
+                                               tools=[stack.tool(allowed_tools=["echo"])])
+    assert [o.type for o in response.output] == ["mcp_list_tools", "mcp_call", "message"]
+    assert response.output[1].output == "hello there"
+    assert response.output_text == "The tools answered: t__echo returned hello there"
