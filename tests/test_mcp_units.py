@@ -7,11 +7,13 @@ import pytest
 from gateway.config import McpConfig
 from gateway.conversation import messages_from_items
 from gateway.errors import ApiError
-from gateway.mcp.client import CallOutcome, Listing
+from gateway.mcp.client import CallOutcome, CallRequest, Listing, McpClient
 from gateway.mcp.loop import McpLoop
 from gateway.mcp.names import FUNCTION_NAME, ToolMap, function_name
+from gateway.mcp.policy import parse_allowlist
 from gateway.mcp.spec import McpServer, parse_mcp_tool
 from ledger.events import McpCallFinished, McpToolsListed
+from tests.fakes.mcp_server import McpTestServer
 
 TOOLS = [{"name": "add", "description": "Add.", "input_schema": {"type": "object"}, "annotations": {"readOnlyHint": True}},
          {"name": "delete", "description": "Delete.", "input_schema": {"type": "object"}, "annotations": None}]
@@ -119,3 +121,17 @@ def test_mcp_items_become_tool_calls_and_results_for_the_model():
     assert [c["name"] for c in messages[1]["tool_calls"]] == ["s__add", "s__fail", "s__rm"]
     assert [m["content"][0]["text"] for m in messages[2:4]] == ["3", "Error (http_error 502): bad"]
     assert "refused" in messages[4]["content"][0]["text"]
+
+
+async def test_client_error_objects_for_http_and_connection_failures():
+    """The SDK client turns an HTTP error status and a refused connection into MCP error objects."""
+    client = McpClient(parse_allowlist(["http://127.0.0.1"]))
+    with McpTestServer() as server:
+        denied = McpServer("d", server.denied_url, authorization="tok-secret-1")
+        outcomes = await client.call_tools(denied, [CallRequest("k", "add", {"a": 1, "b": 2}, 5)])
+        assert outcomes["k"].error == {"type": "http_error", "code": 401, "message": "The MCP server answered HTTP 401."}
+        ok = await client.call_tools(McpServer("t", server.url), [CallRequest("k", "add", {"a": 1, "b": 2}, 5)])
+        assert ok["k"].output == "3" and ok["k"].error is None
+        port = server.port
+    gone = await client.call_tools(McpServer("g", f"http://127.0.0.1:{port}/mcp"), [CallRequest("k", "add", {}, 5)])
+    assert gone["k"].error["type"] == "mcp_protocol_error" and gone["k"].error["code"] == -32000

@@ -104,7 +104,6 @@ class McpLoop:
                 requests[item["id"]] = item
             elif kind == "mcp_approval_response" and item["approval_request_id"] in requests:
                 self.approvals.append((requests[item["approval_request_id"]], item))
-        self._answered = {request["id"] for request, _ in self.approvals}
 
     def name_of(self, label: str, tool: str) -> str:
         """The function name the model knows tool ``tool`` of server ``label`` by."""

@@ -69,7 +69,7 @@ class McpTestServer:
 
     def __init__(self) -> None:
         self.headers: list[dict[str, str]] = []
-        self._mcp_app = build_server().streamable_http_app()
+        self._mcp_app: Any = None
         self._server: Optional[uvicorn.Server] = None
         self._thread: Optional[threading.Thread] = None
         self.port = 0
@@ -92,14 +92,20 @@ class McpTestServer:
                 return
         await self._mcp_app(scope, receive, send)
 
-    def __enter__(self) -> "McpTestServer":
-        config = uvicorn.Config(self._app, host="127.0.0.1", port=0, log_level="critical", lifespan="on", interface="asgi3",
-                                timeout_graceful_shutdown=GRACEFUL_S)
+    def _run(self) -> None:
+        # Built in the server's own thread: anyio picks the async library of the thread that
+        # creates its locks, and the test calling us may be running trio.
+        self._mcp_app = build_server().streamable_http_app()
+        config = uvicorn.Config(self._app, host="127.0.0.1", port=0, log_level="critical", lifespan="on",
+                                interface="asgi3", timeout_graceful_shutdown=GRACEFUL_S)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._server.run()
+
+    def __enter__(self) -> "McpTestServer":
+        self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._server.started:
+        while self._server is None or not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("the test MCP server did not start")
             time.sleep(0.02)
