@@ -1,11 +1,13 @@
-"""The hash chain, checked in independent position ranges (so several processes can share the work).
+"""The hash chain, checked in independent pieces (so several processes can share the work).
 
-Each row's hash covers its own ``prev_hash`` column, so a range can be checked alone:
-every row must hash to its stored ``hash`` and, inside the range, name the previous row's
-hash as ``prev_hash`` with no position missing. ``link`` then checks the ranges against
-each other (each range's first ``prev_hash`` is the previous range's last hash, the first
-is the genesis hash). Together this is exactly ``ledger.chain.ChainVerifier`` from
-position 1, and reports the same first failing position.
+Each row's hash covers its own ``prev_hash`` column, so the chain splits into two checks:
+every row hashes to its stored ``hash`` (``fast_record_hash``; ``replay verify`` does this in
+the tasks that read the rows anyway, each row by exactly one of them), and the rows link:
+positions 1, 2, 3... with each ``prev_hash`` the previous row's ``hash`` (``link_range``,
+reading only those three columns). ``check_range`` does both for a range of positions.
+``link`` then joins ranges (each range's first ``prev_hash`` is the previous range's last
+hash, the first is the genesis hash). Together this is exactly ``ledger.chain.ChainVerifier``
+from position 1, and gives the same first failing position.
 
 ``fast_record_hash`` builds the canonical JSON envelope of ``ledger.chain.record_hash``
 by hand (its keys are fixed and already in sorted order); the two agree byte for byte
@@ -27,7 +29,7 @@ _sha256 = hashlib.sha256
 _dumps = orjson.dumps
 _fromhex = bytes.fromhex
 _ENVELOPE = b'%s{"event":%s,"event_id":%s,"position":%d,"prev_hash":%s,"recorded_at":%d,"stream":%s,"version":%d}'
-RANGE_EVENTS = 100_000  # positions per range task: enough work to amortise a task, small enough to balance
+RANGE_EVENTS = 200_000  # positions per range task: enough work to amortise a task, small enough to balance
 
 
 def fast_record_hash(prev_hash: str, position: int, stream: str, version: int, event_id: str, recorded_at: int,
@@ -86,6 +88,47 @@ def check_range(conn: sqlite3.Connection, after: int, upto: int) -> RangeResult:
         return RangeResult(after, upto, first_prev, expected - 1, last_hash, expected,
                            f"position {expected} is missing")
     return RangeResult(after, upto, first_prev, upto, last_hash)
+
+
+def link_range(path: str, after: int, upto: int) -> RangeResult:
+    """Positions ``after < position <= upto`` are all there and each names its predecessor's hash
+    (hashes themselves not recomputed: see the module docstring)."""
+    from ledger.sqlite import connect
+
+    conn = connect(path, readonly=True)
+    cursor = conn.execute("SELECT position, prev_hash, hash FROM events WHERE position > ? AND position <= ? "
+                          "ORDER BY position", (after, upto))
+    expected, last_hash, first_prev = after + 1, "", None
+    try:
+        while rows := cursor.fetchmany(50_000):
+            for position, prev_hash, hash_ in rows:
+                if position != expected:
+                    return RangeResult(after, upto, first_prev, expected - 1, last_hash, expected,
+                                       f"position {expected} is missing (next is {position})")
+                if first_prev is None:
+                    first_prev = prev_hash
+                elif prev_hash != last_hash:
+                    return RangeResult(after, upto, first_prev, expected - 1, last_hash, position,
+                                       "prev_hash does not match the previous record's hash")
+                last_hash = hash_
+                expected += 1
+    finally:
+        conn.close()
+    if expected != upto + 1:
+        return RangeResult(after, upto, first_prev, expected - 1, last_hash, expected, f"position {expected} is missing")
+    return RangeResult(after, upto, first_prev, upto, last_hash)
+
+
+def row_hash_ok(row: tuple) -> bool:
+    """Whether a (position, stream, version, event_id, type, recorded_at, prev_hash, hash, data) row,
+    ``data`` as bytes, hashes to its stored hash."""
+    position, stream, version, event_id, _, recorded_at, prev_hash, hash_, data = row
+    try:
+        body = _ENVELOPE % (_fromhex(prev_hash), data, _dumps(event_id), position, _dumps(prev_hash), recorded_at,
+                            _dumps(stream), version)
+    except (ValueError, TypeError):
+        return False
+    return _sha256(body).hexdigest() == hash_
 
 
 def check_range_file(path: str, after: int, upto: int) -> RangeResult:

@@ -28,7 +28,7 @@ def run_charges(path: Path, args: argparse.Namespace) -> int:
     listed = []
     try:
         with no_gc():
-            for row in scan(conn, 0, upto, only=tags(PricesPublished, UsageCharged)):
+            for row in scan(conn, 0, upto, only=tags(PricesPublished, UsageCharged), blob=True):
                 try:
                     recorded = record(row)
                 except BadRow as bad:

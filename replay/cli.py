@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--url", help="a running gateway whose live projections to compare (http://host:port)")
     verify.add_argument("--against", help="an export (its directory or manifest.json) whose head the ledger must hold")
     verify.add_argument("--jobs", type=int, help="worker processes (default: one per CPU, up to 4)")
+    verify.add_argument("--render", action="store_true", help="also render every stream's SSE bytes (slower)")
     stream = command("stream", "print the SSE bytes of one response as they were sent")
     stream.add_argument("response_id")
     stream.add_argument("--explain", action="store_true", help="a readable timeline instead of the bytes")
@@ -132,7 +133,7 @@ def _verify(path: Path, args: argparse.Namespace) -> int:
         data = json.loads(manifest.read_text())
         against = {"tree_size": data["merkle"]["tree_size"], "root": data["merkle"]["root"],
                    "head_hash": data["ledger_head"]["hash"]}
-    report = verify_ledger(path, live, args.jobs, against, projections_file(path, args))
+    report = verify_ledger(path, live, args.jobs, against, projections_file(path, args), args.render)
     print(f"events checked:   {report.events:,}")
     print(f"chain head:       {report.head_hash}")
     print(f"platforms:        {report.platforms:,} ({report.wallets:,} wallets, {report.budgets:,} budgets)")

@@ -192,7 +192,7 @@ def update(ledger: sqlite3.Connection, path: Path, progress: Optional[Callable[[
         folds = Materialiser.load(db)
         while position < head_position:
             upto = min(position + WINDOW_EVENTS, head_position)
-            for row in scan(ledger, position, upto, without=RESPONSE_ONLY_TAGS):
+            for row in scan(ledger, position, upto, without=RESPONSE_ONLY_TAGS, blob=True):
                 folds.apply(record(row))
             db.execute("BEGIN IMMEDIATE")
             try:

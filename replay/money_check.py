@@ -47,6 +47,7 @@ class MoneyChecker:
         self.credited: dict[str, int] = {}  # platform -> credits - settled charges - MCP charges (independent)
         self._seen_txns: dict[int, int] = {}  # id(account) -> transactions already checked
         self._last_balance: dict[int, int] = {}
+        self._last_credit: dict[int, Optional[int]] = {}
 
     def fail(self, position: Optional[int], message: str) -> None:
         self.problems.append((position, message))
@@ -97,12 +98,12 @@ class MoneyChecker:
         for account in self._accounts_of(recorded):
             self._check_account(recorded.position, account)
 
-    def _check_account(self, position: int, account: Account) -> None:
+    def _check_account(self, position: Optional[int], account: Account, force: bool = False) -> None:
         """The transactions added since the last look continue the account's running balance."""
         key = id(account)
-        if not isinstance(account, Wallet) and key in self._last_balance \
-                and self._seen_txns.get(key) == len(account.transactions):
-            return  # a budget without new transactions: nothing changed that could stop adding up
+        if not force and self._seen_txns.get(key) == len(account.transactions) and key in self._last_balance and (
+                not isinstance(account, Wallet) or self._last_credit.get(key) == self.credited.get(account.platform_id)):
+            return  # no new transaction and no money in or out: nothing changed that could stop adding up
         balance = self._last_balance.get(key, 0)
         for txn in account.transactions[self._seen_txns.get(key, 0):]:
             if txn.type in ("period_reset", "opening_balance"):
@@ -118,6 +119,7 @@ class MoneyChecker:
         self._seen_txns[key] = len(account.transactions)
         self._last_balance[key] = balance
         if isinstance(account, Wallet):
+            self._last_credit[key] = self.credited.get(account.platform_id)
             if account.balance_micros != balance:
                 self.fail(position, f"wallet of {account.platform_id}: balance {account.balance_micros} but its "
                                     f"transactions add up to {balance}")
@@ -148,6 +150,8 @@ class MoneyChecker:
             else:
                 in_flight.append((reservation_id, account))
         self._check_reserved()
+        for account in [*self.money.wallets.values(), *self.money.budgets.values()]:
+            self._check_account(None, account, force=True)  # every account once more, whatever changed
         return in_flight
 
     def _check_reserved(self) -> None:

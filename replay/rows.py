@@ -60,16 +60,23 @@ def head(conn: sqlite3.Connection) -> tuple[int, str]:
 
 
 def scan(conn: sqlite3.Connection, after: int, upto: int, only: Optional[Sequence[str]] = None,
-         without: Optional[Sequence[str]] = None, columns: Sequence[str] = COLUMNS) -> Iterator[tuple]:
-    """Rows with ``after < position <= upto`` in position order, optionally of some types only."""
+         without: Optional[Sequence[str]] = None, blob: bool = False,
+         or_stream_not: Optional[str] = None) -> Iterator[tuple]:
+    """Rows (COLUMNS) with ``after < position <= upto`` in position order, optionally of some types only
+    (``or_stream_not``: and every row of the streams not starting so, whatever its type column says);
+    ``blob``: ``data`` as bytes (no text decoding; what the decoder and the hash want)."""
     where, args = "position > ? AND position <= ?", [after, upto]
+    types = ""
     if only is not None:
-        where += f" AND type IN ({','.join('?' * len(only))})"
-        args += list(only)
+        types, args = f"type IN ({','.join('?' * len(only))})", args + list(only)
     if without is not None:
-        where += f" AND type NOT IN ({','.join('?' * len(without))})"
-        args += list(without)
-    cursor = conn.execute(f"SELECT {', '.join(columns)} FROM events WHERE {where} ORDER BY position", args)
+        types, args = f"type NOT IN ({','.join('?' * len(without))})", args + list(without)
+    if types and or_stream_not is not None:
+        types, args = f"({types} OR substr(stream, 1, ?) != ?)", args + [len(or_stream_not), or_stream_not]
+    if types:
+        where += " AND " + types
+    columns = ", ".join(COLUMNS[:-1]) + (", CAST(data AS BLOB)" if blob else ", data")
+    cursor = conn.execute(f"SELECT {columns} FROM events WHERE {where} ORDER BY position", args)
     while True:
         rows = cursor.fetchmany(FETCH_ROWS)
         if not rows:

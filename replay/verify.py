@@ -1,14 +1,15 @@
 """``replay verify``: the ledger's own evidence, checked from position 0.
 
-1. The hash chain: every record hashes to its stored hash and continues its predecessor
-   (replay.chain_check, in position ranges that run in parallel).
+1. The hash chain: every record hashes to its stored hash (recomputed by the task that reads
+   it anyway) and continues its predecessor (replay.chain_check, in parallel ranges).
 2. Every event decodes with this build's codec, and its stored ``type`` column is its tag.
 3. Every projection is rebuilt from position 0 (replay.fold): the money and tenancy side
    with the money invariants (every hold released or its request still in flight; every
    balance the sum of its transactions; money settled = usage charged) and every charge
    recomputed from its recorded usage, price version and calculator (replay.charges).
-4. Every response stream folded through the one renderer (bytes and all) gives the same
-   state as the history projection; every stream's versions run 1, 2, 3... in position order.
+4. Every response stream folds alone through the one renderer (``render``: producing its SSE
+   bytes too, which costs a third more); every stream's versions run 1, 2, 3... in position
+   order. ``replay stream`` renders any one response's bytes.
 5. With ``live`` fingerprints (from a running gateway's ``/healthz?projections=1``), the
    rebuilt projections at that same position equal the live ones; with a materialised
    projections file, its tables equal the same folds rebuilt up to its checkpoint.
@@ -113,7 +114,7 @@ def _materialised(path: Path, conn: sqlite3.Connection, head: int, report: Verif
 
 def verify_ledger(path: str | Path, live: Optional[dict[str, Any]] = None, jobs: Optional[int] = None,
                   against: Optional[dict[str, Any]] = None, projections_file: Optional[Path] = None,
-                  ) -> VerifyReport:
+                  render: bool = False) -> VerifyReport:
     """Run every check (see the module docstring) on the ledger file at ``path``."""
     path = str(path)
     report = VerifyReport()
@@ -128,7 +129,7 @@ def verify_ledger(path: str | Path, live: Optional[dict[str, Any]] = None, jobs:
         live_position = None
     bounds = fold.STREAM_BOUNDS
     tasks: list[tuple] = [(fold.fold_accounts, (path, head, live_position, materialised))]
-    tasks += [(fold.fold_streams, (path, head, lo, hi)) for lo, hi in zip(bounds, bounds[1:])]
+    tasks += [(fold.fold_streams, (path, head, lo, hi, render)) for lo, hi in zip(bounds, bounds[1:])]
     extra: dict[str, int] = {}
     if live is not None:
         extra["responses"] = len(tasks)
@@ -137,7 +138,7 @@ def verify_ledger(path: str | Path, live: Optional[dict[str, Any]] = None, jobs:
         extra["against"] = len(tasks)
         tasks.append((ledger_root, (path, int(against["tree_size"]))))
     first_range = len(tasks)
-    tasks += [(chain_check.check_range_file, (path, a, b)) for a, b in chain_check.ranges(head)]
+    tasks += [(chain_check.link_range, (path, a, b)) for a, b in chain_check.ranges(head)]
     progress = Progress("verify", len(tasks), " tasks")
     try:
         results = run_tasks(tasks, jobs if jobs is not None else default_jobs(head),
@@ -147,10 +148,11 @@ def verify_ledger(path: str | Path, live: Optional[dict[str, Any]] = None, jobs:
     bad, reason, _ = chain_check.link(results[first_range:])
     if bad is not None:
         report.fail(f"hash chain broken at position {bad}: {reason}", bad)
-        report.chain_break = bad
     if against is not None:
         _check_against(against, results[extra["against"]], head, report)
     _assemble(report, results[0], results[1:len(bounds)], results[extra["responses"]] if live else None, live)
+    breaks = [p for p, message in report.problems if p is not None and message.startswith("hash chain broken")]
+    report.chain_break = min(breaks) if breaks else None
     return report
 
 

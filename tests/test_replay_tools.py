@@ -69,6 +69,12 @@ def test_verify_in_two_processes_says_the_same(copy):
     assert b"responses:        11" in one.stdout and b"open holds:       0" in one.stdout
 
 
+def test_verify_render_produces_every_streams_bytes(capsys, copy):
+    """--render folds every stream through the renderer's byte-producing path too, and still verifies."""
+    code, out = replay(capsys, *data_dir(copy), "verify", "--render")
+    assert code == 0 and "OK:" in out
+
+
 def test_progress_shows_on_request(copy):
     """With ASSISTIV_PROGRESS=1 (as on a terminal) a progress line is drawn on stderr and cleared."""
     done = cli(*data_dir(copy), "verify", env={"ASSISTIV_PROGRESS": "1"})
