@@ -149,14 +149,23 @@ async def generate(path: Path, events_target: int, producers: int, deltas: int =
     return {"head": head, "long_id": long_id, "generate_s": seconds}
 
 
-def timed(command: list[str]) -> tuple[float, subprocess.CompletedProcess, float]:
-    """(wall seconds, the finished process, CPU seconds of it and its workers)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def cpu_jiffies() -> int:
+    """CPU time used on the whole machine so far, in clock ticks (/proc/stat), to see other load."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    return sum(int(x) for x in fields[:3] + fields[5:8])  # user nice system (skip idle, iowait) irq softirq steal
+
+
+def timed(command: list[str]) -> dict:
+    """Run ``command``: its wall seconds, its (and its workers') CPU seconds, other processes' CPU seconds."""
+    before, machine = resource.getrusage(resource.RUSAGE_CHILDREN), cpu_jiffies()
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, cwd=ROOT)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, done, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    others = (cpu_jiffies() - machine) / os.sysconf("SC_CLK_TCK") - cpu
+    return {"wall": wall, "done": done, "cpu": cpu, "others": max(0.0, others)}
 
 
 def main() -> int:
@@ -167,7 +176,7 @@ def main() -> int:
     parser.add_argument("--deltas", type=int, default=0,
                         help="deltas per answer from a token-by-token provider (default: the demo model's "
                              "short answers, about 14 deltas)")
-    parser.add_argument("--jobs", type=int, help="replay verify --jobs")
+    parser.add_argument("--runs", type=int, default=3, help="verify runs per configuration (the best is kept)")
     args = parser.parse_args()
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="replay-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -182,23 +191,39 @@ def main() -> int:
     conn = connect(path, readonly=True)
     events = conn.execute("SELECT max(position) FROM events").fetchone()[0]
     responses = conn.execute("SELECT count(*) FROM events WHERE type = 'response.accepted'").fetchone()[0]
+    deltas = conn.execute("SELECT count(*) FROM events WHERE type = 'response.text_delta'").fetchone()[0]
     conn.close()
     size_mb = os.path.getsize(path) / 1e6
     replay = [sys.executable, "-m", "replay", "--data-dir", str(workdir)]
-    load = os.getloadavg()[0]
-    verify_s, verify, verify_cpu = timed(replay + ["verify"] + (["--jobs", str(args.jobs)] if args.jobs else []))
-    print(verify.stdout.decode(), verify.stderr.decode()[-2000:])
-    stream_runs = [timed(replay + ["stream", long_id])[:2] for _ in range(5)]
-    stream_s = min(s for s, _ in stream_runs)
-    stream_bytes = len(stream_runs[0][1].stdout)
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; ledger {events:,} events, {responses:,} "
-          f"responses, {size_mb:.0f} MB")
-    print(f"verify: exit {verify.returncode}, {verify_s:.1f} s wall, {events / verify_s:,.0f} events/s; "
-          f"{verify_cpu:.1f} s CPU in all processes ({events / verify_cpu:,.0f} events per CPU-second); "
-          f"load average before: {load:.2f}")
-    print(f"stream {LONG_DELTAS:,}-delta response: {stream_s * 1000:.0f} ms wall (best of 5, process start "
-          f"included), {stream_bytes:,} bytes, exit {stream_runs[0][1].returncode}")
-    return 0 if verify.returncode == 0 else 1
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
+          f"ledger {events:,} events ({deltas / events:.0%} text deltas), {responses:,} responses, {size_mb:.0f} MB")
+    ok = True
+    for label, extra in (("verify", []), ("verify --jobs 1", ["--jobs", "1"]), ("verify --render", ["--render"])):
+        runs = [timed(replay + ["verify", *extra]) for _ in range(args.runs)]
+        ok = ok and all(r["done"].returncode == 0 for r in runs)
+        best = min(runs, key=lambda r: r["wall"])
+        print(f"{label}: exit {best['done'].returncode}, best of {args.runs}: {best['wall']:.1f} s wall = "
+              f"{events / best['wall']:,.0f} events/s; {best['cpu']:.1f} CPU-s in its processes "
+              f"({events / best['cpu']:,.0f} events per CPU-second); other processes used {best['others']:.1f} "
+              f"CPU-s meanwhile; all runs: {', '.join(format(r['wall'], '.1f') for r in runs)} s")
+    if not ok:
+        print(runs[-1]["done"].stdout.decode()[-3000:])
+    streams = [timed(replay + ["stream", long_id]) for _ in range(5)]
+    best = min(streams, key=lambda r: r["wall"])
+    print(f"stream of the {LONG_DELTAS:,}-delta response: best of 5 {best['wall'] * 1000:.0f} ms wall (process start "
+          f"included), {len(best['done'].stdout):,} bytes, exit {best['done'].returncode}")
+    started = time.perf_counter()
+    rendered = render_in_process(path, long_id)
+    print(f"  rendering alone, in process (read, decode, render): {(time.perf_counter() - started) * 1000:.0f} ms, "
+          f"{rendered:,} bytes")
+    return 0 if ok else 1
+
+
+def render_in_process(path: Path, response_id: str) -> int:
+    from replay.explain import response_records
+    from projections.wire import render_stream
+
+    return len(render_stream(response_records(connect(path, readonly=True), response_id)))
 
 
 if __name__ == "__main__":

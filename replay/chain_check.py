@@ -28,14 +28,14 @@ from ledger.chain import GENESIS_HASH
 _sha256 = hashlib.sha256
 _dumps = orjson.dumps
 _fromhex = bytes.fromhex
-_ENVELOPE = b'%s{"event":%s,"event_id":%s,"position":%d,"prev_hash":%s,"recorded_at":%d,"stream":%s,"version":%d}'
+ENVELOPE = b'%s{"event":%s,"event_id":%s,"position":%d,"prev_hash":%s,"recorded_at":%d,"stream":%s,"version":%d}'
 RANGE_EVENTS = 200_000  # positions per range task: enough work to amortise a task, small enough to balance
 
 
 def fast_record_hash(prev_hash: str, position: int, stream: str, version: int, event_id: str, recorded_at: int,
                      event_json: bytes) -> str:
     """The same value as ``ledger.chain.record_hash`` with the same arguments."""
-    body = _ENVELOPE % (_fromhex(prev_hash), event_json, _dumps(event_id), position, _dumps(prev_hash), recorded_at,
+    body = ENVELOPE % (_fromhex(prev_hash), event_json, _dumps(event_id), position, _dumps(prev_hash), recorded_at,
                         _dumps(stream), version)
     return _sha256(body).hexdigest()
 
@@ -59,7 +59,7 @@ def check_range(conn: sqlite3.Connection, after: int, upto: int) -> RangeResult:
         "SELECT position, stream, version, event_id, recorded_at, prev_hash, hash, CAST(data AS BLOB) FROM events "
         "WHERE position > ? AND position <= ? ORDER BY position", (after, upto))
     expected, last_hash, first_prev = after + 1, "", None
-    envelope, sha, dumps, fromhex = _ENVELOPE, _sha256, _dumps, _fromhex
+    envelope, sha, dumps, fromhex = ENVELOPE, _sha256, _dumps, _fromhex
     while True:
         rows = cursor.fetchmany(20_000)
         if not rows:
@@ -115,7 +115,8 @@ def link_range(path: str, after: int, upto: int) -> RangeResult:
     finally:
         conn.close()
     if expected != upto + 1:
-        return RangeResult(after, upto, first_prev, expected - 1, last_hash, expected, f"position {expected} is missing")
+        return RangeResult(after, upto, first_prev, expected - 1, last_hash, expected,
+                           f"position {expected} is missing")
     return RangeResult(after, upto, first_prev, upto, last_hash)
 
 
@@ -124,7 +125,7 @@ def row_hash_ok(row: tuple) -> bool:
     ``data`` as bytes, hashes to its stored hash."""
     position, stream, version, event_id, _, recorded_at, prev_hash, hash_, data = row
     try:
-        body = _ENVELOPE % (_fromhex(prev_hash), data, _dumps(event_id), position, _dumps(prev_hash), recorded_at,
+        body = ENVELOPE % (_fromhex(prev_hash), data, _dumps(event_id), position, _dumps(prev_hash), recorded_at,
                             _dumps(stream), version)
     except (ValueError, TypeError):
         return False

@@ -2,7 +2,8 @@
 
 Tables (``<ledger dir>/projections.db`` by default):
 
-    usage_rows           one row per usage.charged (the request log), by position
+    usage_rows           the request log: a row per model call (usage.charged) and per hosted MCP
+                         tool call, as logged when charged, by (position, n)
     wallet_transactions  each wallet transaction with its balance after, by (position, n)
     budget_transactions  each budget transaction with its remaining after, by (position, n)
     accounts             each wallet and budget's folded state (JSON), to continue the fold
@@ -33,7 +34,6 @@ import orjson
 import sqlite_utils
 
 from ledger.errors import LedgerError
-from ledger.events import UsageCharged
 from ledger.store import Recorded
 from projections.money import Budget, MoneyProjection, Wallet
 from projections.usage import UsageProjection
@@ -43,7 +43,7 @@ PROJECTIONS_FILE = "projections.db"
 WINDOW_EVENTS = 50_000  # ledger positions folded per committed transaction
 NAMES = ("usage", "money")
 TABLES = {  # table -> primary key, for comparisons
-    "usage_rows": "position",
+    "usage_rows": "position, n",
     "wallet_transactions": "position, n",
     "budget_transactions": "position, n",
     "accounts": "key",
@@ -71,11 +71,11 @@ def open_db(path: Path) -> sqlite_utils.Database:
 def create_schema(db: sqlite_utils.Database) -> None:
     db["checkpoints"].create({"name": str, "position": int, "hash": str}, pk="name", if_not_exists=True)
     db["usage_rows"].create({
-        "position": int, "event_id": str, "platform_id": str, "end_user_id": str, "response_id": str,
+        "position": int, "n": int, "event_id": str, "platform_id": str, "end_user_id": str, "response_id": str,
         "request_type": str, "provider": str, "model": str, "input_tokens": int, "cached_input_tokens": int,
         "output_tokens": int, "reasoning_tokens": int, "latency_ms": int, "cost_micros": int, "status": str,
         "token_count_method": str, "billing_status": str, "price_version_id": str, "created_at": int, "day": str,
-    }, pk="position", if_not_exists=True)
+    }, pk=("position", "n"), if_not_exists=True)
     db["usage_rows"].create_index(["platform_id", "created_at"], if_not_exists=True)
     db["usage_rows"].create_index(["end_user_id", "created_at"], if_not_exists=True)
     txn = {"position": int, "n": int, "platform_id": str, "id": str, "type": str, "amount_micros": int,
@@ -106,20 +106,21 @@ class Materialiser:
         self.dirty: dict[str, tuple[str, str, str, object, int]] = {}
 
     def apply(self, recorded: Recorded) -> None:
-        event = recorded.event
-        if isinstance(event, UsageCharged):
-            self.usage.apply(recorded)
-            row = self.usage.rows[event.platform_id].pop()
-            self.rows["usage_rows"].append({
-                "position": recorded.position, "event_id": row.id, "platform_id": row.platform_id,
-                "end_user_id": row.end_user_id, "response_id": row.response_id, "request_type": row.request_type,
-                "provider": row.provider_id, "model": row.model_id, "input_tokens": row.prompt_tokens,
-                "cached_input_tokens": row.cached_tokens, "output_tokens": row.completion_tokens,
-                "reasoning_tokens": row.reasoning_tokens, "latency_ms": row.latency_ms, "cost_micros": row.cost_micros,
-                "status": row.status, "token_count_method": row.token_count_method,
-                "billing_status": row.billing_status, "price_version_id": row.price_version_id,
-                "created_at": row.created_at, "day": _day(row.created_at)})
-            return
+        self.usage.apply(recorded)
+        platform_id = getattr(recorded.event, "platform_id", None)
+        logged = self.usage.rows.get(platform_id) if platform_id else None
+        if logged:  # the usage fold logged a call (a model call, or a hosted MCP tool call)
+            for n, row in enumerate(logged):
+                self.rows["usage_rows"].append({
+                    "position": recorded.position, "n": n, "event_id": row.id, "platform_id": row.platform_id,
+                    "end_user_id": row.end_user_id, "response_id": row.response_id, "request_type": row.request_type,
+                    "provider": row.provider_id, "model": row.model_id, "input_tokens": row.prompt_tokens,
+                    "cached_input_tokens": row.cached_tokens, "output_tokens": row.completion_tokens,
+                    "reasoning_tokens": row.reasoning_tokens, "latency_ms": row.latency_ms,
+                    "cost_micros": row.cost_micros, "status": row.status, "token_count_method": row.token_count_method,
+                    "billing_status": row.billing_status, "price_version_id": row.price_version_id,
+                    "created_at": row.created_at, "day": _day(row.created_at)})
+            logged.clear()  # written out; the fold only appends (later changes to a row are not kept)
         self.money.apply(recorded)
         for account in self._accounts_of(recorded):
             if isinstance(account, Wallet):

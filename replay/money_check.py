@@ -101,8 +101,9 @@ class MoneyChecker:
     def _check_account(self, position: Optional[int], account: Account, force: bool = False) -> None:
         """The transactions added since the last look continue the account's running balance."""
         key = id(account)
-        if not force and self._seen_txns.get(key) == len(account.transactions) and key in self._last_balance and (
-                not isinstance(account, Wallet) or self._last_credit.get(key) == self.credited.get(account.platform_id)):
+        unchanged = self._seen_txns.get(key) == len(account.transactions) and key in self._last_balance
+        if unchanged and not force and (not isinstance(account, Wallet)
+                                        or self._last_credit.get(key) == self.credited.get(account.platform_id)):
             return  # no new transaction and no money in or out: nothing changed that could stop adding up
         balance = self._last_balance.get(key, 0)
         for txn in account.transactions[self._seen_txns.get(key, 0):]:

@@ -102,7 +102,8 @@ def _main(argv: Optional[list[str]] = None) -> int:
             return 1
         budget = orjson.loads(state[0])
         head = {"end_user_id": args.end_user, "platform_id": budget["platform_id"], "budget_id": budget["budget_id"],
-                "period": budget["period"], "max_usd": usd(budget["max_micros"]), "used_usd": usd(budget["used_micros"]),
+                "period": budget["period"], "max_usd": usd(budget["max_micros"]),
+                "used_usd": usd(budget["used_micros"]),
                 "reserved_usd": usd(budget["reserved_micros"]), "is_suspended": budget["is_suspended"]}
         rows = db.execute("SELECT * FROM budget_transactions WHERE end_user_id = ? ORDER BY position, n",
                           (args.end_user,))
