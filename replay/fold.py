@@ -37,10 +37,15 @@ from ledger.store import Recorded
 from replay.chain_check import ENVELOPE, row_hash_ok
 from replay.rows import RESPONSE_ONLY_TAGS, BadRow, decode, record, scan
 
-# Response streams are all the names in ["response-", "response."); these bounds split the
-# usual "response-resp_<hex>" ids into four even shares (any other id still lands in one).
-STREAM_BOUNDS = ["response-", "response-resp_4", "response-resp_8", "response-resp_c", "response."]
 HASH_MISMATCH = "hash does not match the record's content"
+
+
+def stream_bounds(shares: int) -> list[str]:
+    """Bounds splitting the response streams (every name in ["response-", "response.")) into ``shares``
+    ranges, even for the usual "response-resp_<hex>" ids (any other id still lands in one of them).
+    Each range task scans the whole table, so fewer, larger shares cost less in all."""
+    inner = [f"response-resp_{16 * i // shares:x}" for i in range(1, shares)]
+    return ["response-", *inner, "response."]
 
 
 @attrs.frozen
@@ -72,20 +77,21 @@ def fold_accounts(path: str, head: int, live_position: Optional[int] = None,
     problems: list[Problem] = []
     live: Optional[dict[str, Any]] = None
     for row in scan(conn, 0, head, without=RESPONSE_ONLY_TAGS, blob=True, or_stream_not="response-"):
-        position, stream = row[0], row[1]
-        if not stream.startswith("response-") and not row_hash_ok(row):
-            problems.append((position, f"hash chain broken at position {position}: {HASH_MISMATCH}"))
+        position, stream, version, event_id, type_, recorded_at, prev_hash, hash_, data = row
         if live_position is not None and live is None and position > live_position:
             live = {name: p.fingerprint() for name, p in projections.items()}
+        if not stream.startswith("response-"):  # rows of response streams: fold_streams hashes them
+            if not row_hash_ok(row):
+                problems.append((position, f"hash chain broken at position {position}: {HASH_MISMATCH}"))
+            if version != versions.get(stream, 0) + 1:
+                problems.append((position, f"stream {stream} goes from version {versions.get(stream, 0)} to {version}"))
+            versions[stream] = version
         try:
-            recorded = record(row)
+            recorded = Recorded(position, stream, version, event_id, recorded_at, prev_hash, hash_,
+                                decode(position, type_, data))
         except BadRow as bad:
             problems.append((bad.position, bad.reason))
             break
-        if not stream.startswith("response-"):
-            if row[2] != versions.get(stream, 0) + 1:
-                problems.append((position, f"stream {stream} goes from version {versions.get(stream, 0)} to {row[2]}"))
-            versions[stream] = row[2]
         for projection in folds:
             projection.apply(recorded)
         money_check.apply(recorded)

@@ -54,24 +54,32 @@ class MoneyChecker:
 
     def apply(self, recorded: Recorded) -> None:
         event, position = recorded.event, recorded.position
-        if isinstance(event, HoldPlaced):
+        kind = type(event)
+        if kind is HoldPlaced:
             key = (event.reservation_id, event.account)
             if key in self.open:
                 self.fail(position, f"a second {event.account} hold for reservation {event.reservation_id} while "
                                     f"the one placed at {self.open[key][0]} is open")
             self.open[key] = (position, event)
-        elif isinstance(event, HoldReleased):
+        elif kind is HoldReleased:
             self._release(position, event)
-        elif isinstance(event, ResponseFinished):
+        elif kind is ResponseFinished:
             self.finished[event.response_id] = position
-        elif isinstance(event, UsageCharged):
+        elif kind is UsageCharged:
             total, _ = self.charged.get(event.response_id, (0, 0))
             self.charged[event.response_id] = (total + event.cost_micros, position)
-        elif isinstance(event, WalletCredited):
+        elif kind is WalletCredited:
             self.credited[event.platform_id] = self.credited.get(event.platform_id, 0) + event.amount_micros
-        elif McpUsageCharged is not None and isinstance(event, McpUsageCharged):
+        elif kind is McpUsageCharged:
             self.credited[event.platform_id] = self.credited.get(event.platform_id, 0) - event.cost_micros
-        self._check_accounts(recorded)
+        # Any event may change the accounts it names; look when their transactions or money moved.
+        wallet = self.money.wallets.get(getattr(event, "platform_id", None) or "")
+        if wallet is not None and (self._seen_txns.get(id(wallet)) != len(wallet.transactions)
+                                   or self._last_credit.get(id(wallet)) != self.credited.get(wallet.platform_id)):
+            self._check_account(position, wallet, force=True)
+        budget = self.money.budgets.get(getattr(event, "end_user_id", None) or "")
+        if budget is not None and self._seen_txns.get(id(budget)) != len(budget.transactions):
+            self._check_account(position, budget, force=True)
 
     def _release(self, position: int, event: HoldReleased) -> None:
         key = (event.reservation_id, event.account)
@@ -86,17 +94,6 @@ class MoneyChecker:
             self.settled[key] = (total + event.charged_micros, position)
             if event.account == "wallet":
                 self.credited[event.platform_id] = self.credited.get(event.platform_id, 0) - event.charged_micros
-
-    def _accounts_of(self, recorded: Recorded) -> list[Account]:
-        """The wallet and budget an event names (any event may change them: holds, charges, MCP calls)."""
-        event = recorded.event
-        found = [self.money.wallets.get(getattr(event, "platform_id", None) or "")]
-        found.append(self.money.budgets.get(getattr(event, "end_user_id", None) or ""))
-        return [a for a in found if a is not None]
-
-    def _check_accounts(self, recorded: Recorded) -> None:
-        for account in self._accounts_of(recorded):
-            self._check_account(recorded.position, account)
 
     def _check_account(self, position: Optional[int], account: Account, force: bool = False) -> None:
         """The transactions added since the last look continue the account's running balance."""

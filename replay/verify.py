@@ -127,7 +127,8 @@ def verify_ledger(path: str | Path, live: Optional[dict[str, Any]] = None, jobs:
     if live_position is not None and live_position > head:
         report.fail(f"the live gateway is at position {live_position}, beyond this ledger's {head}", head + 1)
         live_position = None
-    bounds = fold.STREAM_BOUNDS
+    jobs = jobs if jobs is not None else default_jobs(head)
+    bounds = fold.stream_bounds(max(1, jobs))
     tasks: list[tuple] = [(fold.fold_accounts, (path, head, live_position, materialised))]
     tasks += [(fold.fold_streams, (path, head, lo, hi, render)) for lo, hi in zip(bounds, bounds[1:])]
     extra: dict[str, int] = {}
@@ -141,8 +142,7 @@ def verify_ledger(path: str | Path, live: Optional[dict[str, Any]] = None, jobs:
     tasks += [(chain_check.link_range, (path, a, b)) for a, b in chain_check.ranges(head)]
     progress = Progress("verify", len(tasks), " tasks")
     try:
-        results = run_tasks(tasks, jobs if jobs is not None else default_jobs(head),
-                            lambda i: progress.advance(1 if i >= 0 else 0))
+        results = run_tasks(tasks, jobs, lambda i: progress.advance(1 if i >= 0 else 0))
     finally:
         progress.close()
     bad, reason, _ = chain_check.link(results[first_range:])
