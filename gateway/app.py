@@ -31,6 +31,14 @@ def create_app(services: Services) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = services.config.server.body_bytes_max
     app.config["BODY_TIMEOUT"] = 60
 
+    @app.before_request
+    async def read_body_first() -> None:
+        # Read (and cache) the body before any handler can answer early with an error: a
+        # response sent while the body is still unread left the keep-alive connection stuck,
+        # and the client's next request on it timed out (hypercorn + h11, reproduced).
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            await request.get_data()
+
     @app.errorhandler(ApiError)
     async def on_api_error(error: ApiError) -> Response:
         return error_response(error)

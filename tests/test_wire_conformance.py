@@ -171,3 +171,14 @@ def test_metrics_in_prometheus_text(gateway):
     assert int(values["assistiv_ledger_events"]) > 0
     assert int(values["assistiv_projection_position"]) <= int(values["assistiv_ledger_events"])
     assert values["assistiv_requests_in_flight"] == "0"
+
+
+def test_early_error_leaves_keep_alive_connection_usable(gateway):
+    """An error answered before the body was read must not wedge the next request on that connection."""
+    for _ in range(3):
+        with httpx.Client(timeout=5) as client:  # one keep-alive connection, as SDKs use
+            for _ in range(3):
+                rejected = client.post(gateway.base_url + "/responses", headers={"Authorization": "Bearer bad"},
+                                       json={"model": "demo", "input": "x" * 10_000})
+                assert rejected.status_code == 401
+                assert client.get(gateway.url + "/healthz").status_code == 200
