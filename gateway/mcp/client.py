@@ -31,9 +31,8 @@ import attrs
 import httpx2
 import orjson
 import trio
-from mcp import ClientSession, MCPError
-from mcp.client.streamable_http import streamable_http_client
-from mcp.types import PaginatedRequestParams
+# The mcp SDK is imported where it is used: importing it costs about 0.8 s, which every gateway
+# start (and every CLI call) would otherwise pay, MCP tools or not.
 
 from gateway.mcp.policy import Origin, guarded_transport, is_allowlisted
 from gateway.mcp.spec import McpServer
@@ -86,6 +85,8 @@ def error_object(exc: BaseException, statuses: list[int], server: McpServer) -> 
     if statuses:
         status = statuses[-1]
         return {"type": "http_error", "code": status, "message": f"The MCP server answered HTTP {status}."}
+    from mcp import MCPError
+
     leaves = _leaves(exc)
     for leaf in leaves:
         if isinstance(leaf, MCPError):
@@ -128,7 +129,10 @@ class McpClient:
         self.allowlist = tuple(allowlist)
 
     @asynccontextmanager
-    async def _session(self, server: McpServer, timeout_s: float, statuses: list[int]) -> AsyncIterator[ClientSession]:
+    async def _session(self, server: McpServer, timeout_s: float, statuses: list[int]) -> AsyncIterator[Any]:
+        from mcp import ClientSession
+        from mcp.client.streamable_http import streamable_http_client
+
         async def on_response(response: httpx2.Response) -> None:
             if response.status_code >= 400 and response.request.method == "POST":
                 statuses.append(response.status_code)
@@ -152,6 +156,8 @@ class McpClient:
                 async with self._session(server, timeout_s, statuses) as session:
                     cursor, size = None, 0
                     for _ in range(LIST_PAGES_MAX):
+                        from mcp.types import PaginatedRequestParams
+
                         page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
                         for tool in page.tools[: TOOLS_READ_MAX - len(tools)]:
                             entry = {"name": tool.name, "description": tool.description,
@@ -183,7 +189,7 @@ class McpClient:
         def elapsed_ms() -> int:
             return int((trio.current_time() - start) * 1000)
 
-        async def one(session: ClientSession, call: CallRequest) -> None:
+        async def one(session: Any, call: CallRequest) -> None:
             with trio.move_on_at(start + call.timeout_s) as scope:
                 try:
                     result = await session.call_tool(call.name, call.arguments)
