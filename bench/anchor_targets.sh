@@ -20,4 +20,4 @@ id = "bench-model"
 provider = "fast"
 TOML
 }
-target ours 0 'http://127.0.0.1:$PORT' "$OURS_KEY" 'bench-model' "cd $OURS_ROOT && ASSISTIV_BOOTSTRAP_PLATFORM_KEY=$OURS_KEY exec $OURS_ROOT/.venv/bin/python -m gateway serve --port \$PORT --data-dir \$WORK/ours-data --config \$WORK/ours.toml"
+target ours 0 'http://127.0.0.1:$PORT' "$OURS_KEY" 'bench-model' "cd $OURS_ROOT && ASSISTIV_BOOTSTRAP_PLATFORM_KEY=$OURS_KEY exec ${OURS_PYTHON:-$OURS_ROOT/.venv/bin/python} -m gateway serve --port \$PORT --data-dir \$WORK/ours-data --config \$WORK/ours.toml"
