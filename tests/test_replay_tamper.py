@@ -130,8 +130,7 @@ def test_type_column_is_checked_against_the_data(capsys, ledger, copy):
 
 
 def test_rewritten_chain_is_caught_by_charges_and_the_export_root(capsys, ledger, copy, tmp_path):
-    """A forger edits a charge and its releases and recomputes every later hash: the chain verifies, but the
-    charge does not recompute and the ledger no longer matches an earlier export's Merkle root."""
+    """A charge and its releases edited and every later hash recomputed: charges and an export's root catch it."""
     code, _ = replay(capsys, "--data-dir", str(copy.parent), "export", "--platform", ledger.platform_id,
                      "--out", str(tmp_path / "pack"))
     assert code == 0

@@ -238,8 +238,7 @@ def test_report_budget(capsys, copy, ledger):
 
 
 def test_materialised_file_updates_incrementally_and_rebuilds(capsys, ledger, tmp_path):
-    """Folded on half the ledger, then continued on the whole: the same tables as a rebuild from zero;
-    a file made from another ledger is refused (Stale) until rebuilt."""
+    """Half the ledger folded, then the rest: the same tables as a rebuild; another ledger's file is refused."""
     half = copy_ledger(ledger, tmp_path / "half")
     count = sql(half, "SELECT max(position) FROM events")[0][0]
     conn = sqlite3.connect(half)

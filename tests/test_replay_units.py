@@ -79,9 +79,7 @@ def test_merkle_matches_the_rfc_6962_vectors():
 
 
 def test_every_leaf_of_every_small_tree_proves_and_nothing_else_does():
-    """Sizes 1..40: each path equals the recursive PATH and verifies; a wrong leaf or index fails.
-
-    (The tree size itself is not proven by a path: it comes with the root, from the manifest's head.)"""
+    """Sizes 1..40: each path is the recursive PATH and verifies; a wrong leaf or index fails."""
     for size in range(1, 41):
         leaves = [hashlib.sha256(bytes([size, i])).digest() for i in range(size)]
         tree = Tree(leaves)
