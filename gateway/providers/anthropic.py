@@ -28,9 +28,8 @@ upstream connection; no cancel scope is held across a ``yield``.
 
 from __future__ import annotations
 
-from contextlib import aclosing
-
 import base64
+from contextlib import aclosing
 from typing import Any, AsyncIterator, Optional
 
 import attrs

@@ -31,9 +31,8 @@ closes the upstream connection; no cancel scope is held across a ``yield``.
 
 from __future__ import annotations
 
-from contextlib import aclosing
-
 import hashlib
+from contextlib import aclosing
 from typing import Any, AsyncIterator, Optional
 from urllib.parse import quote
 

@@ -26,9 +26,8 @@ and httpx closes the upstream connection; nothing else is held.
 
 from __future__ import annotations
 
-from contextlib import aclosing
-
 import uuid
+from contextlib import aclosing
 from typing import Any, AsyncIterator, Optional
 
 import httpx2
