@@ -18,9 +18,8 @@ from quart_trio import QuartTrio
 from gateway.chat_request import parse_chat_request
 from gateway.errors import ApiError, not_found
 from gateway.http import authenticate, json_body
-from gateway.pipeline import ResponseRun
 from gateway.routes.responses import run_billing
-from gateway.routes.running import answer
+from gateway.routes.running import answer, new_run
 from gateway.services import Services
 from projections.chat_wire import CHAT_API, ChatView
 
@@ -43,19 +42,8 @@ def register(app: QuartTrio, services: Services) -> None:
                            code="integer_below_min_value", param=param)
         params = {"api": CHAT_API, "include_usage": include_usage, "metadata": create.metadata,
                   "store": create.store, "user": create.user}
-        run = ResponseRun(
-            services.store,
-            services.providers[model.provider],
-            create,
-            model_id=model.id,
-            provider_name=model.provider,
-            upstream_model=model.upstream_model or model.id,
-            platform_id=key.platform_id,
-            end_user_id=key.end_user_id,
-            response_id=f"chatcmpl-{uuid.uuid4().hex}",
-            params=params,
-            view_class=ChatView,
-        )
+        run = new_run(services, key, model, create, response_id=f"chatcmpl-{uuid.uuid4().hex}", params=params,
+                      view_class=ChatView)
         if services.config.billing.enabled:
             run.billing = run_billing(services, run, model, [], request_type="chat.completion")
         return await answer(services, run, create.stream, lambda view: view.completion_object())

@@ -21,7 +21,7 @@ from gateway.mcp.loop import McpLoop
 from gateway.mcp.policy import parse_allowlist
 from gateway.paging import cursor_page
 from gateway.pipeline import ResponseExists, ResponseRun, RunBilling
-from gateway.routes.running import answer
+from gateway.routes.running import answer, new_run
 from gateway.responses_request import check_model_rules, parse_create_request
 from gateway.services import Services
 from ledger.codec import canonical_json
@@ -75,20 +75,8 @@ def register(app: QuartTrio, services: Services) -> None:
         check_approvals(context, create.input_items, create.mcp_servers)
         params = create.echoed_params()
         params["previous_response_id"] = parent.response_id if parent is not None else None
-        run = ResponseRun(
-            services.store,
-            services.providers[model.provider],
-            create,
-            model_id=model.id,
-            provider_name=model.provider,
-            upstream_model=model.upstream_model or model.id,
-            platform_id=key.platform_id,
-            end_user_id=key.end_user_id,
-            response_id=response_id,
-            context=context,
-            params=params,
-            request_sha256=request_sha256,
-        )
+        run = new_run(services, key, model, create, response_id=response_id, context=context, params=params,
+                      request_sha256=request_sha256)
         if create.mcp_servers:
             run.mcp = McpLoop(run.response_id, create.mcp_servers, [*context, *create.input_items],
                               services.config.mcp, create.max_tool_calls, mcp_client,

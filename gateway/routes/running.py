@@ -19,6 +19,21 @@ from gateway.pipeline import ResponseRun, UpstreamFailedEarly
 from gateway.services import Services
 
 
+def new_run(services: Services, key: Any, model: Any, create: Any, **options: Any) -> ResponseRun:
+    """A run of ``create`` on ``model``'s provider for the caller ``key`` (its tenant and end user)."""
+    return ResponseRun(
+        services.store,
+        services.providers[model.provider],
+        create,
+        model_id=model.id,
+        provider_name=model.provider,
+        upstream_model=model.upstream_model or model.id,
+        platform_id=key.platform_id,
+        end_user_id=key.end_user_id,
+        **options,
+    )
+
+
 async def answer(services: Services, run: ResponseRun, stream: bool, final: Callable[[Any], dict]) -> Response:
     """Run ``run``; answer ``final(view)`` as JSON, or stream its frames. ResponseExists propagates."""
     services.inflight.enter()
