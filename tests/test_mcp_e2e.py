@@ -64,6 +64,9 @@ def test_list_call_and_answer_streamed(stack, upstream):
         with stack.client().responses.stream(model="mcp-model", input=script(("t__add", {"a": 2, "b": 3})),
                                              tools=[stack.tool()]) as stream:
             events = list(stream)
+            assert events[-1].type == "response.completed", [
+                (e.type, getattr(getattr(e, "response", None), "error", None) or getattr(e, "message", None))
+                for e in events[-6:]]
             final = stream.get_final_response()
     types = [e.type for e in events]
     assert types[:8] == MCP_EVENTS_ORDER

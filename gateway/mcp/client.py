@@ -25,14 +25,34 @@ streams); nothing outlives the await. Deadlines are the caller's, per call.
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any, AsyncIterator, Iterable, Optional
 
 import attrs
 import httpx2
 import orjson
 import trio
-# The mcp SDK is imported where it is used: importing it costs about 0.8 s, which every gateway
-# start (and every CLI call) would otherwise pay, MCP tools or not.
+# The mcp SDK is imported on first use, in a worker thread and before any MCP timeout starts:
+# importing it costs about 0.8 s, which every gateway start (and every CLI call) would otherwise
+# pay, MCP tools or not, and which must neither block the event loop nor eat a call's time budget.
+_sdk: Optional[SimpleNamespace] = None
+
+
+def _import_sdk() -> SimpleNamespace:
+    from mcp import ClientSession, MCPError
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.types import PaginatedRequestParams
+
+    return SimpleNamespace(ClientSession=ClientSession, MCPError=MCPError, PaginatedRequestParams=PaginatedRequestParams,
+                           streamable_http_client=streamable_http_client)
+
+
+async def load_sdk() -> SimpleNamespace:
+    """The mcp SDK's entry points, imported once (in a thread; cancellation waits for the import)."""
+    global _sdk
+    if _sdk is None:
+        _sdk = await trio.to_thread.run_sync(_import_sdk)
+    return _sdk
 
 from gateway.mcp.policy import Origin, guarded_transport, is_allowlisted
 from gateway.mcp.spec import McpServer
@@ -85,11 +105,9 @@ def error_object(exc: BaseException, statuses: list[int], server: McpServer) -> 
     if statuses:
         status = statuses[-1]
         return {"type": "http_error", "code": status, "message": f"The MCP server answered HTTP {status}."}
-    from mcp import MCPError
-
     leaves = _leaves(exc)
     for leaf in leaves:
-        if isinstance(leaf, MCPError):
+        if _sdk is not None and isinstance(leaf, _sdk.MCPError):
             return {"type": "mcp_protocol_error", "code": leaf.code, "message": _clean(leaf.message, server)}
     for leaf in leaves:
         if isinstance(leaf, httpx2.TimeoutException):
@@ -130,8 +148,8 @@ class McpClient:
 
     @asynccontextmanager
     async def _session(self, server: McpServer, timeout_s: float, statuses: list[int]) -> AsyncIterator[Any]:
-        from mcp import ClientSession
-        from mcp.client.streamable_http import streamable_http_client
+        sdk = await load_sdk()  # already loaded by the public methods, before their timers start
+        ClientSession, streamable_http_client = sdk.ClientSession, sdk.streamable_http_client
 
         async def on_response(response: httpx2.Response) -> None:
             if response.status_code >= 400 and response.request.method == "POST":
@@ -147,6 +165,7 @@ class McpClient:
 
     async def list_tools(self, server: McpServer, timeout_s: float) -> Listing:
         """Every tool of ``server`` (``{"name", "description", "input_schema", "annotations"}``)."""
+        await load_sdk()
         start = trio.current_time()
         statuses: list[int] = []
         tools: list[dict[str, Any]] = []
@@ -156,9 +175,8 @@ class McpClient:
                 async with self._session(server, timeout_s, statuses) as session:
                     cursor, size = None, 0
                     for _ in range(LIST_PAGES_MAX):
-                        from mcp.types import PaginatedRequestParams
-
-                        page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+                        params = _sdk.PaginatedRequestParams(cursor=cursor) if cursor else None
+                        page = await session.list_tools(params=params)
                         for tool in page.tools[: TOOLS_READ_MAX - len(tools)]:
                             entry = {"name": tool.name, "description": tool.description,
                                      "input_schema": tool.input_schema,
@@ -182,6 +200,7 @@ class McpClient:
 
     async def call_tools(self, server: McpServer, calls: list[CallRequest]) -> dict[Any, CallOutcome]:
         """Run ``calls`` on one session, concurrently; each call's timeout counts from now."""
+        await load_sdk()
         start = trio.current_time()
         statuses: list[int] = []
         outcomes: dict[Any, CallOutcome] = {}
