@@ -95,7 +95,7 @@ async def run_one(services, provider, body: dict, pid: str, euid: str, stop_afte
     request = parse_create_request(body)
     run = ResponseRun(services.store, provider, request, model_id="priced", provider_name="demo",
                       upstream_model="priced", platform_id=pid, end_user_id=euid)
-    run.billing = run_billing(services, run, model, [])
+    run.billing = run_billing(services, run, model)
     async with aclosing(run.frames()) as frames:
         n = 0
         async for _ in frames:

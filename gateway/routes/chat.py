@@ -45,5 +45,5 @@ def register(app: QuartTrio, services: Services) -> None:
         run = new_run(services, key, model, create, response_id=f"chatcmpl-{uuid.uuid4().hex}", params=params,
                       view_class=ChatView)
         if services.config.billing.enabled:
-            run.billing = run_billing(services, run, model, [], request_type="chat.completion")
+            run.billing = run_billing(services, run, model, request_type="chat.completion")
         return await answer(services, run, create.stream, lambda view: view.completion_object())

@@ -82,7 +82,7 @@ def register(app: QuartTrio, services: Services) -> None:
                               services.config.mcp, create.max_tool_calls, mcp_client,
                               [t["name"] for t in create.tools if t["type"] == "function"])
         if services.config.billing.enabled:
-            run.billing = run_billing(services, run, model, context)
+            run.billing = run_billing(services, run, model)
         try:
             return await answer(services, run, create.stream, lambda view: view.response_object())
         except ResponseExists:  # the same Idempotency-Key raced us; answer with that response
@@ -181,7 +181,7 @@ async def _repeat(services: Services, key: KeyInfo, response_id: str, request_sh
     return json_response(view.response_object())
 
 
-def run_billing(services: Services, run: ResponseRun, model: ModelConfig, context: list,
+def run_billing(services: Services, run: ResponseRun, model: ModelConfig,
                 request_type: str = "response") -> RunBilling:
     """Reservation details for a run: prices from the price table in force, the worst case."""
     latest = services.prices.latest
@@ -190,7 +190,7 @@ def run_billing(services: Services, run: ResponseRun, model: ModelConfig, contex
         reservation_id=run.response_id, platform_id=run.accepted.platform_id, end_user_id=run.accepted.end_user_id,
         model=model.id, provider=model.provider, request_type=request_type, prices=prices,
         price_version_id=latest.version_id if latest else "", price_sha256=latest.sha256 if latest else "")
-    call = model_call(run.request, run.upstream_model, context)
+    call = model_call(run.request, run.upstream_model, run.context)
     hold_usd_max = services.config.billing.hold_usd_max
     worst = worst_case(call, model, hold_usd_max)
     return RunBilling(services.book, reservation, worst, services.runner.catch_up,
