@@ -19,7 +19,7 @@ import os
 import sys
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from ledger.location import ledger_path
 from ledger.sqlite import connect
@@ -75,12 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def quiet_on_broken_pipe(run: Callable[[Optional[list[str]]], int], argv: Optional[list[str]]) -> int:
+    """Run a command; if the reader (head, less) goes away, stop quietly with status 1."""
     try:
-        return _main(argv)
-    except BrokenPipeError:  # the reader (head, less) went away: nothing more to say
+        return run(argv)
+    except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    return quiet_on_broken_pipe(_main, argv)
 
 
 def _main(argv: Optional[list[str]] = None) -> int:

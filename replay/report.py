@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
 from decimal import Decimal
 from typing import Any, Optional
@@ -26,7 +25,7 @@ import orjson
 from ledger.location import ledger_path
 from ledger.sqlite import connect
 from projections.usage import LogRow, UsageProjection
-from replay.cli import ledger_options, projections_file
+from replay.cli import ledger_options, projections_file, quiet_on_broken_pipe
 from replay.materialise import Stale, open_db, update
 from replay.parallel import Progress
 from replay.timeparse import iso, time_arg
@@ -61,11 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    try:
-        return _main(argv)
-    except BrokenPipeError:  # the reader (head, less) went away: nothing more to say
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    return quiet_on_broken_pipe(_main, argv)
 
 
 def _main(argv: Optional[list[str]] = None) -> int:
