@@ -31,7 +31,6 @@ the money in gateway/billing/run.py.
 from __future__ import annotations
 
 import math
-from contextlib import aclosing
 from typing import Any, AsyncIterator, Optional, Sequence
 
 import trio
@@ -41,6 +40,7 @@ from gateway.conversation import model_call
 from gateway.errors import ApiError
 from gateway.mcp.loop import McpLoop, PendingCall
 from gateway.pipeline_mcp import McpSteps
+from gateway.read_ahead import event_batches
 from gateway.providers.base import (
     Finish,
     ModelCall,
@@ -115,6 +115,7 @@ class ResponseRun(McpSteps):
         request_sha256: Optional[str] = None,
         view_class: Any = ResponseView,
         mcp: Optional[McpLoop] = None,
+        read_ahead: Optional[trio.Nursery] = None,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -149,6 +150,7 @@ class ResponseRun(McpSteps):
         self._flushed_at = trio.current_time()
         self.finished = False
         self.mcp = mcp
+        self._read_ahead = read_ahead if request.stream else None  # see gateway/read_ahead.py
         self._turn = 1  # the model call in progress: 1, then 2, 3... in an MCP loop
         self._turn_active = False  # this turn's model call started and its usage is not counted yet
         self._call: Optional[ModelCall] = None
@@ -177,12 +179,13 @@ class ResponseRun(McpSteps):
         return out
 
     async def _emit(self, *events: Any) -> bytes:
-        """Record output events: at once when streaming (their bytes go out right after), or
-        batched for a non-streamed answer, which sends nothing until the end: flushed every
+        """Record output events. Streaming: they wait in the buffer until the provider events
+        already read are processed, then ``frames`` appends them in one go and sends their bytes
+        right after. A non-streamed answer sends nothing until the end: its buffer is flushed every
         ``BUFFER_FLUSH_INTERVAL_S`` or ``BUFFER_EVENTS_MAX`` events, and always before the answer."""
-        if self.request.stream:
-            return await self._append(*events)
         self._buffer.extend(events)
+        if self.request.stream:
+            return b""
         now = trio.current_time()
         if len(self._buffer) >= BUFFER_EVENTS_MAX or now - self._flushed_at >= BUFFER_FLUSH_INTERVAL_S:
             self._flushed_at = now
@@ -273,10 +276,14 @@ class ResponseRun(McpSteps):
                         yield await self._finish_refused(refused)
                         return
                 self._begin_turn(call)
-                async with aclosing(self.provider.stream(call)) as upstream:
+                async with event_batches(self.provider.stream(call), self._read_ahead) as upstream:
                     try:
-                        async for event in upstream:
-                            out = await self._on_provider_event(event)
+                        async for batch in upstream:
+                            out = b""
+                            for event in batch:
+                                out += await self._on_provider_event(event)
+                            if self.request.stream and self._buffer:
+                                out += await self._append(*self._take_buffer())
                             if out:
                                 yield pending + out
                                 pending = b""

@@ -46,6 +46,7 @@ async def serve(config: Config, path: Path, host: str, port: int) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run)
             await nursery.start(services.runner.run)
+            services.background = nursery
             await publish_prices(services)
             if not services.tenancy.platforms:
                 created = await create_platform(store, "default", os.environ.get("ASSISTIV_BOOTSTRAP_PLATFORM_KEY"))

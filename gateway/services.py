@@ -7,6 +7,7 @@ from typing import Callable, Optional
 
 import attrs
 import httpx2
+import trio
 
 from gateway.billing.book import Book
 from gateway.config import Config
@@ -40,6 +41,7 @@ class Services:
     providers: dict[str, Provider]
     http_client: Optional[httpx2.AsyncClient] = None
     inflight: InFlight = attrs.Factory(InFlight)
+    background: Optional[trio.Nursery] = None  # where streamed runs read ahead (gateway/read_ahead.py); set by serve
 
 
 def build_services(config: Config, store: EventStore, http_client: Optional[httpx2.AsyncClient] = None,

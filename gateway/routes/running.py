@@ -30,6 +30,7 @@ def new_run(services: Services, key: Any, model: Any, create: Any, **options: An
         upstream_model=model.upstream_model or model.id,
         platform_id=key.platform_id,
         end_user_id=key.end_user_id,
+        read_ahead=services.background,
         **options,
     )
 
