@@ -25,7 +25,8 @@ from typing import Any, AsyncIterator, Optional
 
 import trio
 
-EVENTS_QUEUED_MAX = 4096  # provider events read ahead and not yet taken; the reader waits beyond this
+EVENTS_QUEUED_MAX = 256  # provider events read ahead and not yet taken; the reader waits beyond this
+READ_STEP_EVENTS_MAX = 16  # events the reader hands over between two checkpoints (fairness to other requests)
 BATCH_EVENTS_MAX = 256  # provider events one batch (one append, one chunk to the client) takes at most
 
 
@@ -48,9 +49,19 @@ class ReadAhead:
     async def _read(self) -> None:
         with self._scope, self._send:
             try:
+                send, send_nowait = self._send.send, self._send.send_nowait
+                unyielded = 0
                 async with aclosing(self._events) as events:
                     async for event in events:
-                        await self._send.send(event)
+                        unyielded += 1
+                        if unyielded < READ_STEP_EVENTS_MAX:
+                            try:
+                                send_nowait(event)
+                                continue
+                            except trio.WouldBlock:
+                                pass
+                        unyielded = 0
+                        await send(event)  # a checkpoint: other requests get their turn
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return  # the run stopped taking events
             except Exception as exc:  # a ProviderError, or a bug: the run raises it

@@ -71,30 +71,54 @@ async def open_stream(
         raise ProviderError(f"upstream connection failed ({type(exc).__name__}: {exc})") from exc
 
 
+def _sse_event(block: bytes) -> Optional[tuple[str, str]]:
+    """``(event, data)`` of one event block (lines without the blank line); None without data."""
+    event, data = "", []
+    for line in block.split(b"\n"):
+        if not line or line[0] == 0x3A:  # a blank line, or a ":" comment
+            continue
+        field, _, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            event = value.decode(errors="replace")
+    if not data:
+        return None
+    return event, b"\n".join(data).decode(errors="replace")
+
+
 async def iter_sse(response: httpx2.Response) -> AsyncIterator[tuple[str, str]]:
-    """``(event, data)`` for each SSE event; ``event`` is "" when the stream names none."""
-    event, data, size = "", [], 0
+    """``(event, data)`` for each SSE event; ``event`` is "" when the stream names none.
+
+    Works on the body's bytes (after content decoding): line ends ``\r\n``, ``\r`` and ``\n``
+    all end a line, also when a ``\r\n`` is split between two reads; an event ends at a blank
+    line, or at the end of the body."""
+    buffer, pending_cr = b"", False
     try:
-        async for line in response.aiter_lines():
-            if not line:
-                if data:
-                    yield event, "\n".join(data)
-                event, data, size = "", [], 0
-                continue
-            if line.startswith(":"):
-                continue
-            field, _, value = line.partition(":")
-            if value.startswith(" "):
-                value = value[1:]
-            if field == "event":
-                event = value
-            elif field == "data":
-                data.append(value)
-                size += len(value)
-                if size > SSE_EVENT_BYTES_MAX:
-                    raise ProviderError(f"upstream SSE event larger than {SSE_EVENT_BYTES_MAX} bytes")
-        if data:
-            yield event, "\n".join(data)
+        async for chunk in response.aiter_bytes():
+            if pending_cr and chunk[:1] == b"\n":
+                chunk = chunk[1:]  # the \n of a \r\n split between two reads
+            pending_cr = chunk[-1:] == b"\r"
+            if b"\r" in chunk:
+                chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            buffer = buffer + chunk if buffer else chunk
+            start = 0
+            while True:
+                end = buffer.find(b"\n\n", start)
+                if end < 0:
+                    break
+                parsed = _sse_event(buffer[start:end])
+                start = end + 2
+                if parsed is not None:
+                    yield parsed
+            buffer = buffer[start:]
+            if len(buffer) > SSE_EVENT_BYTES_MAX:
+                raise ProviderError(f"upstream SSE event larger than {SSE_EVENT_BYTES_MAX} bytes")
+        parsed = _sse_event(buffer)
+        if parsed is not None:
+            yield parsed
     except httpx2.TimeoutException as exc:
         raise ProviderError(f"upstream timed out mid-stream ({type(exc).__name__})", timeout=True) from exc
     except httpx2.HTTPError as exc:
