@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_BENCH = Path(os.environ.get("SHARED_BENCH", ROOT.parent / "shared" / "bench"))  # the side-by-side harness
 DELTAS_PER_STREAM = 8  # the fast upstream streams 8 content deltas per answer
+LONG_DELTAS_PER_STREAM = 256  # bench/long_upstream.py: the same server with answers of this many deltas
 
 
 def start(cmd: list[str], log: Path, cpus: str, env: dict | None = None) -> subprocess.Popen:
@@ -116,6 +117,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--seq-requests", type=int, default=2000)
     parser.add_argument("--billing-only", action="store_true", help="only the billing on/off comparison")
+    parser.add_argument("--long-only", action="store_true", help=f"only the {LONG_DELTAS_PER_STREAM}-delta stream phases")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="assistiv-bench-"))
     procs = []
@@ -126,6 +128,9 @@ def main() -> int:
         port = wait_for(work / "upstream.log", r"READY (\d+)").group(1)
         if args.billing_only:
             billing_cost(port, work, args)
+            return 0
+        if args.long_only:
+            long_streams(work, args)
             return 0
         config = work / "bench.toml"
         config.write_text(
@@ -144,6 +149,7 @@ def main() -> int:
         verified = subprocess.run([sys.executable, "-m", "replay", "--data-dir", str(work / "data"), "verify"],
                                   capture_output=True, cwd=ROOT).returncode == 0
         report(direct, ours, verified, args)
+        long_streams(work, args)
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -153,6 +159,46 @@ def main() -> int:
                 proc.kill()
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def long_streams(work: Path, args) -> None:
+    """Durable deltas/s with answers of LONG_DELTAS_PER_STREAM deltas, where per-delta cost dominates."""
+    upstream = start([sys.executable, str(ROOT / "bench" / "long_upstream.py"), "--deltas",
+                      str(LONG_DELTAS_PER_STREAM), "--port", "0"], work / "long-upstream.log", "0",
+                     env={"SHARED_BENCH": str(SHARED_BENCH)})
+    gateway = None
+    try:
+        port = wait_for(work / "long-upstream.log", r"READY (\d+)").group(1)
+        config = work / "long.toml"
+        config.write_text(
+            f'[[providers]]\nname = "fast"\nkind = "openai-chat"\nbase_url = "http://127.0.0.1:{port}/v1"\n\n'
+            '[[models]]\nid = "bench-model"\nprovider = "fast"\nupstream_model = "bench-model"\n')
+        gateway = start([sys.executable, "-m", "gateway", "serve", "--port", "0", "--data-dir", str(work / "long-data"),
+                         "--config", str(config)], work / "long-gateway.log", "0")
+        url = wait_for(work / "long-gateway.log", r"listening on (http://\S+)").group(1)
+        key = wait_for(work / "long-gateway.log", r"(sk-plat_\S+)").group(1)
+        rows = []
+        for c in (1, 20, 100):
+            phase = ["--mode", "stream", "-c", str(c), "--duration", str(args.duration), "--warmup", "3"]
+            rows.append((c, loadgen(f"http://127.0.0.1:{port}", "x", "bench-model", *phase),
+                         loadgen(url, key, "bench-model", *phase)))
+        gateway.terminate()
+        gateway.wait(30)
+        verified = subprocess.run([sys.executable, "-m", "replay", "--data-dir", str(work / "long-data"), "verify"],
+                                  capture_output=True, cwd=ROOT).returncode == 0
+    finally:
+        for proc in (gateway, upstream):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)
+    print(f"\nStreams of {LONG_DELTAS_PER_STREAM} deltas; ledger verified after the run: {verified}\n")
+    print("| streams | direct deltas/s | gateway durable deltas/s | ratio | direct TTFB p50 ms | gateway TTFB p50 ms | "
+          "direct last byte p50 ms | gateway last byte p50 ms | gateway errors |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for c, d, g in rows:
+        dd, gd = d["rps"] * LONG_DELTAS_PER_STREAM, g["rps"] * LONG_DELTAS_PER_STREAM
+        print(f"| {c} | {dd:,.0f} | {gd:,.0f} | {gd / dd:.3f} | {d['ttfb_ms']['p50']:.1f} | {g['ttfb_ms']['p50']:.1f} | "
+              f"{d['latency_ms']['p50']:.1f} | {g['latency_ms']['p50']:.1f} | {g.get('errors', 0)} |")
 
 
 def report(direct: dict, ours: dict, verified: bool, args) -> None:

@@ -26,7 +26,7 @@ from typing import Any, AsyncIterator, Optional
 import trio
 
 EVENTS_QUEUED_MAX = 256  # provider events read ahead and not yet taken; the reader waits beyond this
-READ_STEP_EVENTS_MAX = 16  # events the reader hands over between two checkpoints (fairness to other requests)
+READ_STEP_EVENTS_MAX = 4  # events the reader hands over between two checkpoints (fairness to other requests)
 BATCH_EVENTS_MAX = 256  # provider events one batch (one append, one chunk to the client) takes at most
 
 
