@@ -117,6 +117,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--seq-requests", type=int, default=2000)
     parser.add_argument("--billing-only", action="store_true", help="only the billing on/off comparison")
+    parser.add_argument("--long-duration", type=float, default=30.0,
+                        help="seconds per long-stream phase (a stream of 256 deltas takes seconds at 100 streams, "
+                             "and only streams that end inside the window count)")
     parser.add_argument("--long-only", action="store_true", help=f"only the {LONG_DELTAS_PER_STREAM}-delta stream phases")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="assistiv-bench-"))
@@ -179,7 +182,7 @@ def long_streams(work: Path, args) -> None:
         key = wait_for(work / "long-gateway.log", r"(sk-plat_\S+)").group(1)
         rows = []
         for c in (1, 20, 100):
-            phase = ["--mode", "stream", "-c", str(c), "--duration", str(args.duration), "--warmup", "3"]
+            phase = ["--mode", "stream", "-c", str(c), "--duration", str(args.long_duration), "--warmup", "5"]
             rows.append((c, loadgen(f"http://127.0.0.1:{port}", "x", "bench-model", *phase),
                          loadgen(url, key, "bench-model", *phase)))
         gateway.terminate()
