@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from typing import Any, AsyncIterator, Optional, Sequence
 
+import attrs
 import trio
 
 from gateway.billing.run import ACCEPT_ATTEMPTS_MAX, RunBilling, busy
@@ -41,6 +42,7 @@ from gateway.errors import ApiError
 from gateway.mcp.loop import McpLoop, PendingCall
 from gateway.pipeline_mcp import McpSteps
 from gateway.read_ahead import event_batches
+from gateway.unstored import withheld
 from gateway.providers.base import (
     Finish,
     ModelCall,
@@ -163,12 +165,15 @@ class ResponseRun(McpSteps):
     async def _append(self, *events: Any, extra: Sequence[NewEvent] = ()) -> bytes:
         """Append events to this response's stream (plus ``extra`` events on account streams)
         atomically; return the rendered bytes once durable."""
+        stored = events if self.request.store else [withheld(event) for event in events]
         batch = [
             NewEvent(self.stream, event, f"{self.response_id}.{self._version + i + 1}", self._version + i)
-            for i, event in enumerate(events)
+            for i, event in enumerate(stored)
         ]
         records = await self.store.append([*batch, *extra])
         self._version += len(batch) + sum(1 for new in extra if new.stream == self.stream)  # a turn's usage.charged
+        if not self.request.store:  # the client sees the text the ledger does not keep
+            records = [attrs.evolve(r, event=event) for r, event in zip(records, events)]
         out = b""
         for recorded in records[: len(batch)]:
             if self.view is None:

@@ -45,7 +45,7 @@ class ResponsesProjection:
             view, _ = ResponseView.start(recorded, render=False)
             self.views[event.response_id] = view
             thread_id = view.params.get("thread_id")
-            if thread_id:
+            if thread_id and view.params.get("store", True):  # store=false keeps no conversation state
                 self.threads.setdefault((event.platform_id, thread_id), []).append(event.response_id)
             return
         if isinstance(event, RequestKeyed):

@@ -201,6 +201,9 @@ def _owned_response(services: Services, key: KeyInfo, response_id: str):
     view = services.responses.get(response_id, key.platform_id, key.end_user_id)
     if view is None:
         raise not_found(f"Response with id '{response_id}' not found.", "response_not_found")
+    if not view.params.get("store", True):  # gateway/unstored.py: its text was never recorded
+        raise not_found(f"Response with id '{response_id}' not found: it was created with store=false, so it was "
+                        "not stored.", "response_not_found")
     return view
 
 
