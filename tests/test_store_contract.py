@@ -144,7 +144,7 @@ async def test_conflict_rejects_only_its_own_append(ledger_h):
     results: dict[int, Any] = {}
 
     async def one(i: int) -> None:
-        expected = 5 if i == 17 else None  # "hot" is at version 1: only append 17 conflicts
+        expected = 1000 if i == 17 else None  # "hot" never reaches version 1000: only append 17 conflicts
         try:
             results[i] = await store.append([new(f"s{i}", i), new("hot", i, expected=expected)])
         except ConcurrencyConflict as exc:
