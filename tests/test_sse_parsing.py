@@ -47,3 +47,17 @@ async def test_an_event_without_end_larger_than_the_limit_is_a_provider_error(mo
     monkeypatch.setattr("gateway.providers.http.SSE_EVENT_BYTES_MAX", 100)
     with pytest.raises(ProviderError, match="larger than 100 bytes"):
         await events_of([b"data: " + b"x" * 60, b"y" * 60])
+
+
+async def test_a_gzip_encoded_stream_is_decoded():
+    import gzip
+
+    body = gzip.compress(b"data: one\n\ndata: two\n\n")
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream", "content-encoding": "gzip"},
+                               content=body)
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client:
+        async with client.stream("POST", "http://upstream.test/v1/x") as response:
+            assert [e async for e in iter_sse(response)] == [("", "one"), ("", "two")]

@@ -96,8 +96,10 @@ async def iter_sse(response: httpx2.Response) -> AsyncIterator[tuple[str, str]]:
     all end a line, also when a ``\r\n`` is split between two reads; an event ends at a blank
     line, or at the end of the body."""
     buffer, pending_cr = b"", False
+    encoded = response.headers.get("content-encoding", "identity").lower() not in ("", "identity")
+    chunks = response.aiter_bytes() if encoded else response.aiter_raw()  # raw skips a decoder per read
     try:
-        async for chunk in response.aiter_bytes():
+        async for chunk in chunks:
             if pending_cr and chunk[:1] == b"\n":
                 chunk = chunk[1:]  # the \n of a \r\n split between two reads
             pending_cr = chunk[-1:] == b"\r"
