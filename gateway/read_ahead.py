@@ -10,7 +10,8 @@ ledger event, in the provider's order; with a quiet provider a batch is one even
 nothing waits for company.
 
 Provider errors (and any other exception of the reader) are handed over in order, after the
-events read before them, and raised by ``batches``.
+events read before them, and raised by ``batches``; a reader cancelled from outside (server
+shutdown) before the provider's stream ended is a ProviderError too, never a quiet end.
 
 Cancellation: ``aclose`` (the run's ``finally``) cancels the reader, which closes the
 provider's iterator and so the upstream call. The reader lives in a nursery that outlives
@@ -24,6 +25,8 @@ from contextlib import aclosing, asynccontextmanager
 from typing import Any, AsyncIterator, Optional
 
 import trio
+
+from gateway.providers.base import ProviderError
 
 EVENTS_QUEUED_MAX = 256  # provider events read ahead and not yet taken; the reader waits beyond this
 READ_STEP_EVENTS_MAX = 4  # events the reader hands over between two checkpoints (fairness to other requests)
@@ -44,6 +47,7 @@ class ReadAhead:
         self._events = events
         self._send, self._recv = trio.open_memory_channel[Any](EVENTS_QUEUED_MAX)
         self._scope = trio.CancelScope()
+        self._ended = False  # the provider's iterator ran to its end
         nursery.start_soon(self._read)
 
     async def _read(self) -> None:
@@ -62,6 +66,7 @@ class ReadAhead:
                                 pass
                         unyielded = 0
                         await send(event)  # a checkpoint: other requests get their turn
+                self._ended = True
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return  # the run stopped taking events
             except Exception as exc:  # a ProviderError, or a bug: the run raises it
@@ -77,6 +82,8 @@ class ReadAhead:
             try:
                 batch = [await receive()]
             except trio.EndOfChannel:
+                if not self._ended:  # the reader was cancelled from outside (server shutdown)
+                    raise ProviderError("reading the upstream stopped before it ended") from None
                 return
             while len(batch) < BATCH_EVENTS_MAX and not isinstance(batch[-1], _Failed):
                 try:

@@ -84,3 +84,19 @@ async def test_without_a_nursery_events_come_one_at_a_time():
     async with event_batches(source.events(), None) as batches:
         assert [b async for b in batches] == [[0], [1], [2]]
     assert source.closed.is_set()
+
+
+async def test_a_reader_cancelled_from_outside_is_an_error_not_an_end(nursery):
+    async def hold(task_status=trio.TASK_STATUS_IGNORED):
+        async with trio.open_nursery() as readers:  # stands for the server's background nursery
+            task_status.started(readers)
+            await trio.sleep_forever()
+
+    readers = await nursery.start(hold)
+    source = Source()
+    await source.send.send("a")
+    async with event_batches(source.events(), readers) as batches:
+        assert await batches.__anext__() == ["a"]
+        readers.cancel_scope.cancel()  # as at server shutdown, while the run still reads
+        with pytest.raises(ProviderError, match="stopped before it ended"):
+            await batches.__anext__()
