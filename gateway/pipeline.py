@@ -153,6 +153,7 @@ class ResponseRun(McpSteps):
         self.finished = False
         self.mcp = mcp
         self._read_ahead = read_ahead if request.stream else None  # see gateway/read_ahead.py
+        self._render = request.stream  # a non-streamed answer is the final view, not frames: render none
         self._turn = 1  # the model call in progress: 1, then 2, 3... in an MCP loop
         self._turn_active = False  # this turn's model call started and its usage is not counted yet
         self._call: Optional[ModelCall] = None
@@ -177,9 +178,9 @@ class ResponseRun(McpSteps):
         out = b""
         for recorded in records[: len(batch)]:
             if self.view is None:
-                self.view, rendered = self.view_class.start(recorded)
+                self.view, rendered = self.view_class.start(recorded, render=self._render)
             else:
-                rendered = self.view.apply(recorded)
+                rendered = self.view.apply(recorded, render=self._render)
             out += rendered
         return out
 
@@ -293,7 +294,7 @@ class ResponseRun(McpSteps):
                                 yield pending + out
                                 pending = b""
                     except ProviderError as error:
-                        if self._items_started == 0 and pending:
+                        if self._items_started == 0 and (pending or not self._render):  # nothing shown yet
                             await self._finish_failed(error, FAILED_BEFORE_OUTPUT)
                             raise UpstreamFailedEarly(error) from error
                         yield pending + await self._finish_failed(error)
