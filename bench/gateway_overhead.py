@@ -121,7 +121,8 @@ def main() -> int:
                         help="seconds per long-stream phase (a stream of 256 deltas takes seconds at 100 streams, "
                              "and only streams that end inside the window count)")
     parser.add_argument("--long-clients", default="1,20,100", help="concurrent streams of the long-stream phases")
-    parser.add_argument("--long-only", action="store_true", help=f"only the {LONG_DELTAS_PER_STREAM}-delta stream phases")
+    parser.add_argument("--long-only", action="store_true",
+                        help=f"only the {LONG_DELTAS_PER_STREAM}-delta stream phases")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="assistiv-bench-"))
     procs = []

@@ -10,6 +10,12 @@ are therefore the same function of the same ledger events.
 The first ``frames()`` step runs until the provider produced its first event, so an
 upstream that fails before any output can still be answered with a plain HTTP 502/504.
 
+A streamed run reads its provider ahead (gateway/read_ahead.py) and takes the events read
+while it waited for the ledger as one batch: one append, then one chunk of their frames. A
+non-streamed run renders no frames: it answers with the final view. For ``store: false``
+the ledger gets the events with their text withheld (gateway/unstored.py) while the run's
+view, and so the client, gets them as they were.
+
 Cancellation and disconnects: if the consumer stops (the client left: ``GeneratorExit``
 at a ``yield`` or ``Cancelled`` at an ``await``), the ``finally`` block records, shielded
 from cancellation, the interruption and the usage emitted so far; ``aclose`` of the
@@ -41,8 +47,6 @@ from gateway.conversation import model_call
 from gateway.errors import ApiError
 from gateway.mcp.loop import McpLoop, PendingCall
 from gateway.pipeline_mcp import McpSteps
-from gateway.read_ahead import event_batches
-from gateway.unstored import withheld
 from gateway.providers.base import (
     Finish,
     ModelCall,
@@ -53,8 +57,10 @@ from gateway.providers.base import (
     ToolCallStart,
     UsageReport,
 )
+from gateway.read_ahead import event_batches
 from gateway.request_input import new_id
 from gateway.responses_request import CreateRequest
+from gateway.unstored import withheld
 from ledger.errors import ConcurrencyConflict
 from ledger.events import (
     ArgumentsDelta,

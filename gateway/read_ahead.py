@@ -109,7 +109,9 @@ async def _one_by_one(events: AsyncIterator[Any]) -> AsyncIterator[list[Any]]:
 
 
 @asynccontextmanager
-async def event_batches(events: AsyncIterator[Any], nursery: Optional[trio.Nursery]) -> AsyncIterator[AsyncIterator[list[Any]]]:
+async def event_batches(
+    events: AsyncIterator[Any], nursery: Optional[trio.Nursery]
+) -> AsyncIterator[AsyncIterator[list[Any]]]:
     """Batches of ``events``: read ahead in ``nursery``, or one event at a time without one."""
     if nursery is None:
         batches = _one_by_one(events)
