@@ -8,6 +8,9 @@ Secrets: the values of ``authorization`` and ``headers`` live only in the McpSer
 memory for the request (its ``repr`` leaves them out). What the ledger records and the
 Response echoes is ``echo()``, where each value is ``"[redacted]"``; ``scrub`` removes them
 from any text (an error message from a server or the HTTP stack) before it is recorded.
+Servers that take their token in the URL (``?api_key=...``, ``https://user:token@host``)
+get the same treatment: the echoed ``server_url`` keeps scheme, host and path, and each
+query value, the user info and a fragment are ``[redacted]``.
 
 ``require_approval`` as an object: a tool matching ``always`` needs approval; else one
 matching ``never`` does not; a tool matching neither needs approval unless the object names
@@ -125,7 +128,7 @@ class McpServer:
 
     def secrets(self) -> list[str]:
         """Every secret value, longest first (for ``scrub``)."""
-        values = list(self.headers.values())
+        values = list(self.headers.values()) + url_secrets(self.url)
         if self.authorization is not None:
             values += [self.authorization, bearer(self.authorization), bearer(self.authorization)[7:]]
         return sorted({v for v in values if len(v) >= SECRET_CHARS_MIN}, key=len, reverse=True)
@@ -143,13 +146,41 @@ class McpServer:
         return {
             "type": "mcp",
             "server_label": self.label,
-            "server_url": self.url,
+            "server_url": redacted_url(self.url),
             "server_description": self.description,
             "allowed_tools": allowed,
             "require_approval": approval,
             "headers": {name: REDACTED for name in self.headers} if self.headers else None,
             "authorization": REDACTED if self.authorization is not None else None,
         }
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of ``url`` that may carry a credential: query values, user info, fragment."""
+    parts = urlsplit(url)
+    values = [value for _, _, value in (pair.partition("=") for pair in parts.query.split("&")) if value]
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rsplit("@", 1)[0]
+        values += [userinfo, *userinfo.split(":", 1)]
+    if parts.fragment:
+        values.append(parts.fragment)
+    return [value for value in values if len(value) >= SECRET_CHARS_MIN]
+
+
+def redacted_url(url: str) -> str:
+    """``url`` as recorded: each query value, the user info and the fragment are ``[redacted]``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = REDACTED + "@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(f"{key}={REDACTED}" if sep else key
+                     for key, sep, _ in (pair.partition("=") for pair in parts.query.split("&")) if key or sep)
+    out = f"{parts.scheme}://{netloc}{parts.path}"
+    if query:
+        out += "?" + query
+    if parts.fragment:
+        out += "#" + REDACTED
+    return out
 
 
 def _string(tool: dict, name: str, param: str, chars_max: int, required: bool = False) -> Optional[str]:
