@@ -53,8 +53,9 @@ def test_secrets_reach_the_server_but_never_the_ledger_or_logs(stack):
 def test_a_token_in_the_server_url_query_is_used_but_never_recorded(stack):
     """Servers that take their key in the URL: the call reaches them; the echo and the ledger redact it."""
     query_secret = "qs-token-3b9f02e1"
+    tool = stack.tool(server_url=f"{stack.mcp.url}?api_key={query_secret}")
     response = stack.client().responses.create(model="mcp-model", input=script(("t__echo", {"text": "ok"})),
-                                                tools=[stack.tool(server_url=f"{stack.mcp.url}?api_key={query_secret}")])
+                                                tools=[tool])
     assert response.output[1].output == "ok"
     assert response.tools[0].server_url == f"{stack.mcp.url}?api_key=[redacted]"
     assert query_secret.encode() not in ledger_and_log_bytes(stack)
