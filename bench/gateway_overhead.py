@@ -50,6 +50,32 @@ def wait_for(log: Path, pattern: str, timeout_s: float = 30) -> re.Match:
     raise RuntimeError(f"{pattern!r} not seen in {log}:\n{log.read_text(errors='replace')}")
 
 
+def start_gateway(work: Path, name: str, port: str, config_head: str = "", prices: str = ""):
+    """``assistiv serve`` on CPU 0 whose ``bench-model`` streams from the upstream on ``port``.
+
+    Returns (process, base URL, platform key, log path); data in ``work/<name>-data``."""
+    config = work / f"{name}.toml"
+    config.write_text(
+        f'{config_head}[[providers]]\nname = "fast"\nkind = "openai-chat"\nbase_url = "http://127.0.0.1:{port}/v1"\n\n'
+        f'[[models]]\nid = "bench-model"\nprovider = "fast"\n{prices}')
+    log = work / f"{name}.log"
+    proc = start([sys.executable, "-m", "gateway", "serve", "--port", "0", "--data-dir", str(work / f"{name}-data"),
+                  "--config", str(config)], log, "0")
+    try:
+        return proc, wait_for(log, r"listening on (http://\S+)").group(1), wait_for(log, r"(sk-plat_\S+)").group(1), log
+    except RuntimeError:
+        proc.kill()
+        raise
+
+
+def stop_and_verify(gateway: subprocess.Popen, work: Path, name: str) -> bool:
+    """Stop the gateway gracefully, then check its ledger with ``replay verify``."""
+    gateway.terminate()
+    gateway.wait(30)
+    return subprocess.run([sys.executable, "-m", "replay", "--data-dir", str(work / f"{name}-data"), "verify"],
+                          capture_output=True, cwd=ROOT).returncode == 0
+
+
 def loadgen(url: str, key: str, model: str, *args: str) -> dict:
     cmd = ["taskset", "-c", "1", sys.executable, str(SHARED_BENCH / "loadgen.py"), "--url", url, "--key", key,
            "--model", model, "--api", "responses", "--quiet", "--json", "/dev/stdout", *args]
@@ -79,18 +105,10 @@ def billing_cost(port: str, work: Path, args) -> None:
 
     results = {}
     for billing in (True, False):
-        config = work / f"billing-{billing}.toml"
-        config.write_text(
-            f'[billing]\nenabled = {"true" if billing else "false"}\n\n'
-            f'[[providers]]\nname = "fast"\nkind = "openai-chat"\nbase_url = "http://127.0.0.1:{port}/v1"\n\n'
-            '[[models]]\nid = "bench-model"\nprovider = "fast"\ninput_usd_per_mtok = "2.50"\n'
-            'output_usd_per_mtok = "10.00"\n')
-        log = work / f"gateway-billing-{billing}.log"
-        gateway = start([sys.executable, "-m", "gateway", "serve", "--port", "0", "--data-dir",
-                         str(work / f"data-billing-{billing}"), "--config", str(config)], log, "0")
+        gateway, url, key, log = start_gateway(
+            work, f"billing-{billing}", port, config_head=f'[billing]\nenabled = {"true" if billing else "false"}\n\n',
+            prices='input_usd_per_mtok = "2.50"\noutput_usd_per_mtok = "10.00"\n')
         try:
-            url = wait_for(log, r"listening on (http://\S+)").group(1)
-            key = wait_for(log, r"(sk-plat_\S+)").group(1)
             pid = wait_for(log, r"\((plat_\w+)\)").group(1)
             auth = {"Authorization": f"Bearer {key}"}
             httpx.post(f"{url}/v1/platforms/{pid}/wallet/topup", json={"amount": 1000}, headers=auth).raise_for_status()
@@ -137,23 +155,11 @@ def main() -> int:
         if args.long_only:
             long_streams(work, args)
             return 0
-        config = work / "bench.toml"
-        config.write_text(
-            f'[[providers]]\nname = "fast"\nkind = "openai-chat"\nbase_url = "http://127.0.0.1:{port}/v1"\n\n'
-            '[[models]]\nid = "bench-model"\nprovider = "fast"\nupstream_model = "bench-model"\n'
-        )
-        gateway = start([sys.executable, "-m", "gateway", "serve", "--port", "0", "--data-dir", str(work / "data"),
-                         "--config", str(config)], work / "gateway.log", "0")
+        gateway, url, key, _ = start_gateway(work, "gateway", port)
         procs.append(gateway)
-        url = wait_for(work / "gateway.log", r"listening on (http://\S+)").group(1)
-        key = wait_for(work / "gateway.log", r"(sk-plat_\S+)").group(1)
         direct = phases(f"http://127.0.0.1:{port}", "x", "bench-model", args)
         ours = phases(url, key, "bench-model", args)
-        gateway.terminate()
-        gateway.wait(30)
-        verified = subprocess.run([sys.executable, "-m", "replay", "--data-dir", str(work / "data"), "verify"],
-                                  capture_output=True, cwd=ROOT).returncode == 0
-        report(direct, ours, verified, args)
+        report(direct, ours, stop_and_verify(gateway, work, "gateway"), args)
         long_streams(work, args)
     finally:
         for proc in reversed(procs):
@@ -174,14 +180,7 @@ def long_streams(work: Path, args) -> None:
     gateway = None
     try:
         port = wait_for(work / "long-upstream.log", r"READY (\d+)").group(1)
-        config = work / "long.toml"
-        config.write_text(
-            f'[[providers]]\nname = "fast"\nkind = "openai-chat"\nbase_url = "http://127.0.0.1:{port}/v1"\n\n'
-            '[[models]]\nid = "bench-model"\nprovider = "fast"\nupstream_model = "bench-model"\n')
-        gateway = start([sys.executable, "-m", "gateway", "serve", "--port", "0", "--data-dir", str(work / "long-data"),
-                         "--config", str(config)], work / "long-gateway.log", "0")
-        url = wait_for(work / "long-gateway.log", r"listening on (http://\S+)").group(1)
-        key = wait_for(work / "long-gateway.log", r"(sk-plat_\S+)").group(1)
+        gateway, url, key, _ = start_gateway(work, "long", port)
         rows, windows = [], []
         for c in [int(n) for n in args.long_clients.split(",")]:
             phase = ["--mode", "stream", "-c", str(c), "--duration", str(args.long_duration), "--warmup", "5"]
@@ -189,13 +188,11 @@ def long_streams(work: Path, args) -> None:
             started = time.time()
             ours = loadgen(url, key, "bench-model", *phase)
             # the measured window, well inside the phase (the load generator starts in about a second)
-            windows.append((started + 5 + 2, started + 5 + args.long_duration - 1))
+            margin = min(2.0, args.long_duration / 4)
+            windows.append((started + 5 + margin, started + 5 + args.long_duration - margin / 2))
             rows.append((c, direct, ours))
-        gateway.terminate()
-        gateway.wait(30)
+        verified = stop_and_verify(gateway, work, "long")
         committed = ledger_delta_rates(work / "long-data" / "ledger.db", windows)
-        verified = subprocess.run([sys.executable, "-m", "replay", "--data-dir", str(work / "long-data"), "verify"],
-                                  capture_output=True, cwd=ROOT).returncode == 0
     finally:
         for proc in (gateway, upstream):
             if proc is not None and proc.poll() is None:
