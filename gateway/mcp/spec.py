@@ -155,10 +155,15 @@ class McpServer:
         }
 
 
+def _query_pairs(query: str) -> list[tuple[str, str, str]]:
+    """``(key, "=" or "", value)`` for each ``&``-separated piece of a query string."""
+    return [pair.partition("=") for pair in query.split("&") if pair]
+
+
 def url_secrets(url: str) -> list[str]:
     """The parts of ``url`` that may carry a credential: query values, user info, fragment."""
     parts = urlsplit(url)
-    values = [value for _, _, value in (pair.partition("=") for pair in parts.query.split("&")) if value]
+    values = [value for _, _, value in _query_pairs(parts.query) if value]
     if "@" in parts.netloc:
         userinfo = parts.netloc.rsplit("@", 1)[0]
         values += [userinfo, *userinfo.split(":", 1)]
@@ -173,8 +178,7 @@ def redacted_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = REDACTED + "@" + netloc.rsplit("@", 1)[1]
-    query = "&".join(f"{key}={REDACTED}" if sep else key
-                     for key, sep, _ in (pair.partition("=") for pair in parts.query.split("&")) if key or sep)
+    query = "&".join(f"{key}={REDACTED}" if sep else key for key, sep, _ in _query_pairs(parts.query))
     out = f"{parts.scheme}://{netloc}{parts.path}"
     if query:
         out += "?" + query
