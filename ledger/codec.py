@@ -8,6 +8,11 @@ known differences, neither of which our events contain in hashed money fields: J
 the float 1.0 as ``1`` (we write ``1.0``) and orders keys by UTF-16 code units (we order by
 code point, which differs only for keys with characters beyond U+FFFF). The property test
 in tests/test_codec.py pins the equality on float-free values.
+
+Fields typed ``dict[str, Any]`` or ``list[dict[str, Any]]`` (request parameters, input and
+output items, metadata) hold JSON trees as parsed. They pass through the converter as they
+are, checked only for their outer type: walking them value by value through cattrs' ``Any``
+dispatch cost ~40 us of the writer's time per accepted request, for no change in the bytes.
 """
 
 from __future__ import annotations
@@ -22,7 +27,22 @@ from cattrs.strategies import configure_tagged_union
 from ledger.errors import UnknownEventType
 from ledger.events import EVENT_TYPES, TAGS, Event
 
+_TREES = (dict[str, Any], list[dict[str, Any]])  # JSON trees, passed through (see above)
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _tree_as_is(value: Any, tree: Any) -> Any:
+    if not isinstance(value, tree.__origin__):
+        raise TypeError(f"expected a JSON {tree.__origin__.__name__}, got {type(value).__name__}")
+    return value
+
+
 converter = make_converter(forbid_extra_keys=True)
+converter.register_unstructure_hook_func(_TREES.__contains__, _as_is)
+converter.register_structure_hook_func(_TREES.__contains__, _tree_as_is)
 configure_tagged_union(Event, converter, tag_name="type", tag_generator=TAGS.__getitem__)
 
 _SORT = orjson.OPT_SORT_KEYS

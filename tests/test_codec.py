@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from ledger.codec import canonical_json, event_from_dict, event_from_json, event_to_dict, event_to_json
 from ledger.errors import UnknownEventType
-from ledger.events import TAGS, ResponseFinished, Usage
+from ledger.events import TAGS, ResponseAccepted, ResponseFinished, Usage
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)  # any code point but lone surrogates
@@ -156,4 +156,16 @@ def test_missing_required_field_is_rejected():
     data = event_to_dict(ResponseFinished("r", "completed", Usage()))
     del data["status"]
     with pytest.raises(ValueError):
+        event_from_dict(data)
+
+
+@pytest.mark.parametrize("field, value", [("params", ["not", "an", "object"]), ("input_items", {"an": "object"}),
+                                          ("params", "text")])
+def test_json_tree_field_of_the_wrong_shape_is_rejected(field, value):
+    """JSON-tree fields pass through undecoded, but their outer type is still checked."""
+    data = {"type": TAGS[ResponseAccepted], "response_id": "r", "platform_id": "p", "model": "m", "provider": "demo",
+            "stream": False, "params": {}, "input_items": []}
+    assert event_from_dict(data) == ResponseAccepted("r", "p", "m", "demo", False, {}, [])
+    data[field] = value
+    with pytest.raises(ValueError, match=field):
         event_from_dict(data)
