@@ -35,6 +35,7 @@ from ledger.group_commit import GroupCommitter
 from ledger.sequencer import Sequencer
 from ledger.sqlite import SQLiteStore, connect, create_schema
 from ledger.store import NewEvent
+from ledger.writer_thread import WriterThread
 
 EVENTS = {1: 4_000, 10: 20_000, 100: 20_000, 1000: 20_000}  # per row, per run
 DELTA = "Hello there, how are"  # 20 characters, a typical streamed text delta
@@ -190,10 +191,12 @@ def table(results: list[dict]) -> str:
 
 
 async def machinery_run(producers: int, events: int) -> float:
-    """Appends/s through the GroupCommitter alone: a commit that does nothing in a worker thread."""
+    """Appends/s through the GroupCommitter alone: a commit that does nothing in the writer thread."""
+    thread = WriterThread("bench writer")
+    thread.start()
 
     async def commit(batches: list) -> list:
-        await trio.to_thread.run_sync(lambda: None)
+        await thread.run_sync(lambda: None)
         return batches
 
     committer = GroupCommitter(commit, SQLiteStore.events_per_commit_max, SQLiteStore.append_queue_max)
@@ -211,6 +214,7 @@ async def machinery_run(producers: int, events: int) -> float:
                 producing.start_soon(producer)
         elapsed = time.perf_counter() - start
         await committer.aclose()
+    await thread.stop()
     return per * producers / elapsed
 
 
@@ -218,7 +222,7 @@ def profile(producers: int, directory: Path) -> None:
     """Where the time goes: trio machinery alone, the phases of _commit_group, cProfile of the trio thread."""
     events_n = EVENTS.get(producers, 20_000)
     machinery = statistics.median(trio.run(machinery_run, producers, events_n) for _ in range(3))
-    print(f"group-commit machinery alone (no-op commit in a worker thread): {1e6 / machinery:.1f} us per append")
+    print(f"group-commit machinery alone (no-op commit in the writer thread): {1e6 / machinery:.1f} us per append")
 
     phases: dict[str, float] = {"_commit_group wall": 0.0, "_commit_group thread CPU": 0.0, "Sequencer.place": 0.0}
     sql: dict[str, float] = {}

@@ -1,8 +1,8 @@
 """The SQLite event store: one file, WAL, ``synchronous=FULL``, group commit, hash chain.
 
 One writer task per process drains a bounded trio channel of appends and commits many of
-them in one transaction, in one worker thread (``BEGIN IMMEDIATE`` ... ``executemany`` ...
-``COMMIT``), then wakes every waiter: an append returns only once its transaction is
+them in one transaction, in the store's own worker thread (``BEGIN IMMEDIATE`` ...
+``executemany`` ... ``COMMIT``; see ledger/writer_thread.py), then wakes every waiter: an append returns only once its transaction is
 durable. Inside the transaction the writer re-reads the head, so several processes may
 append to the same file (SQLite's write lock serializes them; ``busy_timeout`` waits) and
 the chain stays one chain. Readers use their own connection; WAL lets them read while the
@@ -32,6 +32,7 @@ from ledger.group_commit import GroupCommitter
 from ledger.notify import Notifier
 from ledger.sequencer import Sequencer
 from ledger.store import NewEvent, Recorded, Subscriber
+from ledger.writer_thread import WriterThread
 
 _COLUMNS = "position, stream, version, event_id, type, recorded_at, prev_hash, hash, data"
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -111,7 +112,7 @@ class SQLiteStore:
         create_schema(self._wconn)
         self._rconn = connect(self.path)
         self._read_limiter = trio.CapacityLimiter(1)
-        self._write_limiter = trio.CapacityLimiter(1)
+        self._thread = WriterThread(f"ledger writer {self.path.name}")
         self._committer = GroupCommitter(self._commit, self.events_per_commit_max, self.append_queue_max)
         self._notifier = Notifier()
         self._versions: dict[str, int] = {}
@@ -123,10 +124,15 @@ class SQLiteStore:
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """The writer task: commit queued appends in groups until the store is closed."""
-        await self._committer.run(task_status)
+        self._thread.start()
+        try:
+            await self._committer.run(task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._thread.stop()
 
     async def _commit(self, batches: list[list[NewEvent]]) -> list[Any]:
-        outcomes, records = await trio.to_thread.run_sync(self._commit_group, batches, limiter=self._write_limiter)
+        outcomes, records = await self._thread.run_sync(self._commit_group, batches)
         self._stats["commits"] += 1
         self._stats["appends"] += len(batches)
         self._stats["events_committed"] += len(records)
@@ -240,8 +246,8 @@ class SQLiteStore:
         if self._closed:
             return
         self._closed = True
-        await self._committer.aclose()
-        async with self._write_limiter, self._read_limiter:
+        await self._committer.aclose()  # the writer has committed its last group and stopped
+        async with self._read_limiter:
             self._wconn.close()
             self._rconn.close()
 
