@@ -3,8 +3,9 @@
 Both stores own one Notifier. After each commit the store calls ``published(records)`` in
 the trio thread: subscribers run synchronously (they must not block), then every task
 waiting in ``wait_for`` re-checks. A subscriber that raises is logged and counted, never
-turned into a failed append: its events are committed either way. Commits by other processes are not pushed; ``wait_for``
-polls the store's head every ``poll_interval_s`` to see them.
+turned into a failed append: its events are committed either way. Commits by other
+processes are not pushed; ``wait_for`` polls the store's head every ``poll_interval_s``
+to see them.
 """
 
 from __future__ import annotations

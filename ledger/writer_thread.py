@@ -9,8 +9,8 @@ latency, and at 100 producers about 1 us per acknowledged event.
 
 Cancellation: a job cannot be abandoned. A task waiting in ``run_sync`` is not woken by
 cancellation until the thread has finished the job; it gets the job's outcome and meets
-the cancellation at its next checkpoint, so a transaction's outcome is never lost. ``stop`` lets the
-thread finish the job at hand and end.
+the cancellation at its next checkpoint, so a transaction's outcome is never lost.
+``stop`` lets the thread finish the job at hand and end.
 """
 
 from __future__ import annotations
