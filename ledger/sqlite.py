@@ -3,9 +3,9 @@
 One writer task per process drains a bounded trio channel of appends and commits many of
 them in one transaction, in the store's own worker thread (``BEGIN IMMEDIATE`` ...
 ``executemany`` ... ``COMMIT``; see ledger/writer_thread.py), then wakes every waiter: an
-append returns only once its transaction is durable. Inside the transaction the writer re-reads the head, so several processes may
-append to the same file (SQLite's write lock serializes them; ``busy_timeout`` waits) and
-the chain stays one chain. Readers use their own connection; WAL lets them read while the
+append returns only once its transaction is durable. Inside the transaction the writer
+re-reads the head, so several processes may append to the same file (SQLite's write lock
+serializes them; ``busy_timeout`` waits) and the chain stays one chain. Readers use their own connection; WAL lets them read while the
 writer writes.
 
 Cancellation: a caller cancelled while its append waits may or may not have had it
