@@ -5,13 +5,13 @@ them in one transaction, in the store's own worker thread (``BEGIN IMMEDIATE`` .
 ``executemany`` ... ``COMMIT``; see ledger/writer_thread.py), then wakes every waiter: an
 append returns only once its transaction is durable. Inside the transaction the writer
 re-reads the head, so several processes may append to the same file (SQLite's write lock
-serializes them; ``busy_timeout`` waits) and the chain stays one chain. Readers use their own connection; WAL lets them read while the
-writer writes.
+serializes them; ``busy_timeout`` waits) and the chain stays one chain. Readers use their
+own connection; WAL lets them read while the writer writes.
 
 Cancellation: a caller cancelled while its append waits may or may not have had it
 committed; appending the same event ids again returns the original records. The writer's
-worker thread is never abandoned mid-transaction (trio waits for it), so a cancelled scope
-cannot leave a half-written group. ``aclose`` commits everything already queued.
+thread is never abandoned mid-transaction (the writer waits for its outcome), so a
+cancelled scope cannot leave a half-written group. ``aclose`` commits everything already queued.
 """
 
 from __future__ import annotations
