@@ -264,3 +264,25 @@ def test_materialised_file_updates_incrementally_and_rebuilds(capsys, ledger, tm
     conn.close()
     shutil.copy(full.parent / "projections.db", other / "projections.db")
     assert report(capsys, *data_dir(other / "ledger.db"), "usage", "--platform", ledger.platform_id)[0] == 1
+
+
+def test_materialised_rows_and_checkpoint_commit_together(ledger, tmp_path):
+    """A failure between the rows and the checkpoint (a trigger refusing it) leaves neither in the file."""
+    from ledger.sqlite import connect
+    from replay.materialise import open_db, update
+
+    path = copy_ledger(ledger, tmp_path / "atomic")
+    target = tmp_path / "atomic" / "projections.db"
+    db = open_db(target)
+    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON checkpoints BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    db.conn.close()
+    conn = connect(path, readonly=True)
+    with pytest.raises(sqlite3.IntegrityError, match="injected"):
+        update(conn, target)
+    counts = {t: sql(target, f"SELECT count(*) FROM {t}")[0][0]
+              for t in ("usage_rows", "wallet_transactions", "budget_transactions", "accounts", "checkpoints")}
+    assert counts == dict.fromkeys(counts, 0)
+    sql(target, "DROP TRIGGER refuse")
+    assert update(conn, target) == sql(path, "SELECT max(position) FROM events")[0][0]
+    assert sql(target, "SELECT count(*) FROM usage_rows")[0][0] > 0
+    conn.close()
