@@ -11,7 +11,7 @@ import trio
 
 from gateway.config import ProviderConfig
 from gateway.providers.base import Finish, ModelCall, TextChunk, UsageReport
-from gateway.providers.gemini import GeminiProvider, call_id_for
+from gateway.providers.gemini import GeminiProvider
 from ledger.events import Usage
 from tests.fakes import gemini as fake
 from tests.fakes.collect import drain, tail, text, tool_calls
@@ -117,6 +117,7 @@ async def test_tool_output_without_its_call_fails_before_upstream(upstream):
     ("none", {"mode": "NONE"}),
     ("required", {"mode": "ANY"}),
     ({"name": "lookup"}, {"mode": "ANY", "allowedFunctionNames": ["lookup"]}),
+    ({"type": "function", "name": "lookup"}, {"mode": "ANY", "allowedFunctionNames": ["lookup"]}),
 ])
 async def test_tools_and_tool_choice(upstream, choice, expected):
     """Tools become functionDeclarations; tool_choice becomes functionCallingConfig."""
@@ -152,8 +153,8 @@ async def test_text_streams_across_odd_splits_last_usage_wins(upstream):
         Finish("stop")]
 
 
-async def test_function_calls_get_stable_ids_and_exact_arguments(upstream):
-    """Each functionCall -> ToolCallStart with a deterministic id + its JSON args; finish tool_calls."""
+async def test_function_calls_get_unique_ids_and_exact_arguments(upstream):
+    """Each functionCall -> ToolCallStart with a fresh id + its JSON args; the same calls again get new ids."""
     calls = [("get_weather", {"city": "Paris"}), ("lookup", {"q": "ünï \"x\"", "n": [1, 2]}),
              ("get_weather", {"city": "Oslo"})]
     events, error = await run(upstream, ModelCall("m", [user("x")], tools=TOOLS),
@@ -161,10 +162,11 @@ async def test_function_calls_get_stable_ids_and_exact_arguments(upstream):
     assert error is None and text(events) == "Checking."
     got = tool_calls(events)
     assert [(name, json.loads(args)) for _, name, args in got] == [(n, a) for n, a in calls]
-    assert [cid for cid, _, _ in got] == [call_id_for(i, n, a) for i, (_, n, a) in enumerate(got)]
+    assert all(cid.startswith("call_") and len(cid) == 5 + 24 for cid, _, _ in got)
     assert len({cid for cid, _, _ in got}) == 3
     again, _ = await run(upstream, ModelCall("m", [user("x")], tools=TOOLS))
-    assert tool_calls(again) == got
+    assert [(n, a) for _, n, a in tool_calls(again)] == [(n, a) for _, n, a in got]
+    assert not {cid for cid, _, _ in tool_calls(again)} & {cid for cid, _, _ in got}
     assert events[-1] == Finish("tool_calls")
 
 

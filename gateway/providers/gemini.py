@@ -17,13 +17,17 @@ Request mapping (normalized call -> GenerateContentRequest):
 - ``generationConfig``: temperature, topP, maxOutputTokens; json formats set
   ``responseMimeType`` application/json, json_schema adds ``responseJsonSchema`` (plain JSON
   Schema, as clients send it; ``responseSchema`` would need a translation to OpenAPI).
-- Tools -> one ``functionDeclarations`` list; tool_choice -> ``functionCallingConfig.mode``
-  AUTO / NONE / ANY (+ ``allowedFunctionNames`` for a named tool). ``parallel_tool_calls`` has
-  no Gemini equivalent and is ignored.
+- Tools -> one ``functionDeclarations`` list (name, description, parameters); a tool's
+  ``strict`` is dropped, since Gemini has no strict-schema switch (its schema is used as a
+  guide, not enforced). tool_choice -> ``functionCallingConfig.mode`` AUTO / NONE / ANY
+  (+ ``allowedFunctionNames`` for a named tool, in either form ``{"name"}`` or
+  ``{"type": "function", "name"}``). ``parallel_tool_calls`` has no Gemini equivalent and is
+  ignored.
 
 Stream: text parts -> TextChunk (``thought`` parts are not shown); each ``functionCall`` ->
-ToolCallStart (its ``id`` if Gemini sent one, else ``call_`` + a hash of index, name and
-arguments, so replays get the same id) + one ToolCallArguments. usageMetadata is cumulative:
+ToolCallStart (its ``id`` if Gemini sent one, else a fresh random ``call_`` id, so the same
+call made again in a later turn gets another id: clients key tool outputs by call_id; the
+ledger records the id, so replays need not recompute it) + one ToolCallArguments. usageMetadata is cumulative:
 the last one wins; output = candidates + thoughts tokens, reasoning = thoughts. The finish
 is reported when the stream ends. Cancellation: ``aclose()`` exits ``open_stream``, which
 closes the upstream connection; no cancel scope is held across a ``yield``.
@@ -31,7 +35,7 @@ closes the upstream connection; no cancel scope is held across a ``yield``.
 
 from __future__ import annotations
 
-import hashlib
+import secrets
 from contextlib import aclosing
 from typing import Any, AsyncIterator, Optional
 from urllib.parse import quote
@@ -64,7 +68,7 @@ from gateway.providers.parts import (
 from ledger.events import Usage
 
 THOUGHT_SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
-CALL_ID_HASH_CHARS = 24
+CALL_ID_HEX_CHARS = 24  # random hex digits after "call_" (96 bits)
 FILTER_REASONS = {"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"}
 BROKEN_CALL_REASONS = {"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"}
 TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
@@ -168,10 +172,9 @@ def build_request(call: ModelCall) -> dict[str, Any]:
     return body
 
 
-def call_id_for(index: int, name: str, arguments: str) -> str:
-    """The synthesized id of a function call Gemini sent without one (stable across replays)."""
-    digest = hashlib.sha256(f"{index}\n{name}\n{arguments}".encode()).hexdigest()
-    return "call_" + digest[:CALL_ID_HASH_CHARS]
+def new_call_id() -> str:
+    """A fresh id for a function call Gemini sent without one (unique per call made)."""
+    return "call_" + secrets.token_hex(CALL_ID_HEX_CHARS // 2)
 
 
 def _usage(meta: dict[str, Any]) -> Usage:
@@ -237,8 +240,7 @@ async def _events(response: httpx2.Response) -> AsyncIterator[ProviderEvent]:
                     if not isinstance(function.get("name"), str):
                         raise ProviderError("upstream sent a function call without a name")
                     arguments = orjson.dumps(function.get("args") or {}).decode()
-                    yield ToolCallStart(calls, function.get("id") or call_id_for(calls, function["name"], arguments),
-                                        function["name"])
+                    yield ToolCallStart(calls, function.get("id") or new_call_id(), function["name"])
                     yield ToolCallArguments(calls, arguments)
                     calls += 1
             reason = candidate.get("finishReason")
