@@ -101,6 +101,25 @@ async def test_same_role_turns_merge_and_tool_round_trip_maps(upstream):
         {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
         {"type": "tool_result", "tool_use_id": "toolu_2", "content": "20C"},
         {"type": "text", "text": "thanks"}]
+    # No tools in this call, but tool blocks in the history: Anthropic requires tools, so the
+    # history's tools are declared (permissive schema) and cannot be called again.
+    assert body["tools"] == [{"name": "get_weather", "description": "", "input_schema": {"type": "object"}}]
+    assert body["tool_choice"] == {"type": "none"}
+
+
+async def test_tool_history_without_tools_is_refused_by_the_fake_like_anthropic(upstream):
+    """The fake enforces Anthropic's rule (tool blocks need tools), so the adapter's declaration is what passes."""
+    messages = [user("x"), {"role": "assistant", "content": [],
+                            "tool_calls": [{"call_id": "toolu_1", "name": "lookup", "arguments": "{}"}]},
+                {"role": "tool", "call_id": "toolu_1", "content": [{"type": "input_text", "text": "ok"}]}]
+    events, error = await run(upstream, ModelCall("m", messages))
+    assert error is None and text(events) == "Hello, world!"
+    body = upstream.requests[-1].json()
+    assert body["tools"] == [{"name": "lookup", "description": "", "input_schema": {"type": "object"}}]
+    stripped = {k: v for k, v in body.items() if k not in ("tools", "tool_choice")}
+    refused = httpx2.post(upstream.url + "/v1/messages", json=stripped)
+    assert refused.status_code == 400
+    assert "must define tools" in refused.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("choice, parallel, expected", [
@@ -108,6 +127,7 @@ async def test_same_role_turns_merge_and_tool_round_trip_maps(upstream):
     ("required", True, {"type": "any"}),
     ("none", True, {"type": "none"}),
     ({"name": "get_weather"}, True, {"type": "tool", "name": "get_weather"}),
+    ({"type": "function", "name": "get_weather"}, True, {"type": "tool", "name": "get_weather"}),
     ("auto", False, {"type": "auto", "disable_parallel_tool_use": True}),
 ])
 async def test_tools_and_tool_choice(upstream, choice, parallel, expected):

@@ -13,9 +13,15 @@ Request mapping (normalized call -> Messages body):
 - Assistant tool calls -> ``tool_use`` blocks (arguments parsed to an object); tool outputs ->
   ``tool_result`` blocks in a user turn. Consecutive turns of one role are merged, since
   Anthropic requires user/assistant alternation.
-- Tools -> ``{"name", "description", "input_schema"}``; tool_choice auto/none/required (any)/
-  {"name"} (tool); ``parallel_tool_calls=False`` sets ``disable_parallel_tool_use``. With no
-  tools, neither is sent.
+- Tools -> ``{"name", "description", "input_schema"}``; a tool's ``strict`` is dropped (strict
+  tool use is a beta behind its own header here; the schema still guides the model).
+  tool_choice auto/none/required (any)/``{"name"}`` or ``{"type": "function", "name"}`` (tool);
+  ``parallel_tool_calls=False`` sets ``disable_parallel_tool_use``. With no tools, neither is
+  sent, except that Anthropic rejects a request whose history has tool_use/tool_result
+  blocks but no ``tools`` ("requests which include tool_use or tool_result blocks must define
+  tools"): then the tools named in the history are declared with a permissive schema
+  (``{"type": "object"}``) and ``tool_choice`` none, so the model can read its earlier calls
+  but cannot call again a tool the client no longer offers.
 - ``json_object``/``json_schema`` formats have no native switch here: an instruction to answer
   only with JSON (and the schema) is appended to the system prompt.
 
@@ -177,7 +183,26 @@ def build_request(call: ModelCall) -> dict[str, Any]:
                           "input_schema": t.get("parameters") or {"type": "object", "properties": {}}}
                          for t in call.tools]
         body["tool_choice"] = _tool_choice(call)
+    else:
+        history = _history_tool_names(messages)
+        if history is not None:
+            body["tools"] = [{"name": name, "description": "", "input_schema": {"type": "object"}}
+                             for name in history]
+            body["tool_choice"] = {"type": "none"}
     return body
+
+
+def _history_tool_names(messages: list[dict[str, Any]]) -> Optional[list[str]]:
+    """The tool names of the tool_use blocks in ``messages`` (in order, once each), or None when
+    there are no tool_use/tool_result blocks at all."""
+    names: dict[str, None] = {}
+    found = False
+    for message in messages:
+        for block in message["content"]:
+            if block["type"] == "tool_use":
+                names[block["name"]] = None
+            found = found or block["type"] in ("tool_use", "tool_result")
+    return list(names) if found else None
 
 
 def _usage(raw: dict[str, Any], usage: Usage) -> Usage:

@@ -5,12 +5,16 @@ Anthropic streams: ``event: NAME`` + ``data: {"type": NAME, ...}`` pairs from me
 to message_stop, with a ``ping`` early on. SSE bytes are split at odd places by default and
 tool-call arguments are cut into odd ``input_json_delta`` pieces. ``FakeServer.requests``
 records what the adapter sent; set ``server.handler`` to change the script between calls.
+
+Like the real API, every answering handler first refuses (400 invalid_request_error) a
+request that breaks a rule Anthropic enforces: tool_use/tool_result blocks without ``tools``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from tests.fakes.server import Body, Drop, Handler, Sleep, Status, Step, sse_chunks
 
@@ -18,6 +22,36 @@ MODEL = "claude-fake-1"
 USAGE = {"input_tokens": 40, "cache_read_input_tokens": 12, "cache_creation_input_tokens": 5}  # input = 57
 OUTPUT_TOKENS = 13
 ARGUMENT_PIECE_CHARS = (3, 1, 7, 2, 5)  # cycling sizes of the pieces tool-call arguments are cut into
+
+
+TOOLS_REQUIRED = "messages: Requests which include `tool_use` or `tool_result` blocks must define tools."
+
+
+def rule_broken(request: Any) -> Optional[str]:
+    """Anthropic's message for a request it would refuse, or None."""
+    try:
+        body = json.loads(request.body)
+    except ValueError:
+        return None
+    blocks = [b for m in body.get("messages") or [] if isinstance(m.get("content"), list) for b in m["content"]]
+    if any(b.get("type") in ("tool_use", "tool_result") for b in blocks) and not body.get("tools"):
+        return TOOLS_REQUIRED
+    return None
+
+
+def enforced(factory: Callable[..., Handler]) -> Callable[..., Handler]:
+    """``factory``'s handlers answer a request Anthropic would refuse with its 400 instead."""
+    @functools.wraps(factory)
+    def make(*args: Any, **kwargs: Any) -> Handler:
+        handler = factory(*args, **kwargs)
+
+        def checked(request: Any) -> list[Step]:
+            broken = rule_broken(request)
+            if broken is not None:
+                return http_error(400, "invalid_request_error", broken)(request)
+            return handler(request)
+        return checked
+    return make
 
 
 def event(name: str, **fields: Any) -> bytes:
@@ -73,12 +107,14 @@ def text_events(deltas: Sequence[str], stop_reason: str = "end_turn", usage: dic
     return head(usage) + text_block(deltas) + tail(stop_reason, output_tokens)
 
 
+@enforced
 def text_answer(deltas: Sequence[str], stop_reason: str = "end_turn", usage: dict[str, Any] = USAGE,
                 output_tokens: int = OUTPUT_TOKENS, odd: bool = True) -> Handler:
     """A streamed text answer with usage in message_start and message_delta."""
     return lambda request: sse(text_events(deltas, stop_reason, usage, output_tokens), odd)
 
 
+@enforced
 def tool_calls_answer(calls: Sequence[tuple[str, str, str]], text: Optional[str] = None) -> Handler:
     """Optional text, then one tool_use block per ``(call_id, name, arguments)``; stop_reason tool_use."""
     blocks = text_block([text]) if text else []
@@ -94,35 +130,41 @@ def http_error(status: int = 529, type_: str = "overloaded_error", message: str 
     return lambda request: [Body(status, {"content-type": "application/json"}, body)]
 
 
+@enforced
 def wrong_content_type() -> Handler:
     """200 with a JSON (non-streamed) message, as if ``stream`` had been ignored."""
     body = json.dumps({"id": "msg_fake", "type": "message", "content": [{"type": "text", "text": "hi"}]}).encode()
     return lambda request: [Body(200, {"content-type": "application/json"}, body)]
 
 
+@enforced
 def malformed_chunk(deltas_before: Sequence[str] = ("Hel",)) -> Handler:
     """Some deltas, then an event whose data is not JSON."""
     events = head() + text_block(deltas_before)[:-1]
     return lambda request: sse(events + [b'event: content_block_delta\ndata: {"type": "content_\n\n'] + tail())
 
 
+@enforced
 def in_stream_error(message: str = "Overloaded", deltas_before: Sequence[str] = ()) -> Handler:
     """Some deltas, then an ``error`` event (Anthropic sends overloaded_error this way)."""
     error = event("error", error={"type": "overloaded_error", "message": message})
     return lambda request: sse(head() + text_block(deltas_before)[:-1] + [error])
 
 
+@enforced
 def stall(seconds: float, deltas_before: Sequence[str] = ()) -> Handler:
     """Some deltas, then silence for ``seconds``, then the rest."""
     return lambda request: (sse(head() + text_block(deltas_before)[:-1], odd=False) + [Sleep(seconds)]
                             + sse_chunks([event("content_block_stop", index=0)] + tail()))
 
 
+@enforced
 def drop(deltas_before: Sequence[str]) -> Handler:
     """Some deltas, then the connection closes abruptly (no terminating chunk)."""
     return lambda request: sse(head() + text_block(deltas_before)[:-1], odd=False) + [Drop()]
 
 
+@enforced
 def cut(deltas: Sequence[str]) -> Handler:
     """A clean end of body after the text block, without message_delta or message_stop."""
     return lambda request: sse(head() + text_block(deltas))
