@@ -7,6 +7,14 @@ current model turn, and the limits. What it decides: which servers to list, whet
 needs approval, and, at the end of a turn, which calls run and which are refused. It builds
 the ledger events of those decisions; the pipeline appends them (write-ahead) and renders.
 
+An ``mcp_list_tools`` item holds, as OpenAI's does, only the tools the request allowed then.
+Its id ends with the server's ``listing_key()`` (redacted URL and ``allowed_tools``): an
+item whose key differs from this request's server (another URL under the same label, or
+another filter, wider or narrower) does not count, and the server is listed again. Items
+whose id has no key (made elsewhere, or replayed from before keys) count by label alone.
+An approved call runs only if this request still offers its tool (``allowed_tools`` may have
+changed since the approval request); otherwise it is refused, with the reason in its item.
+
 Limits (each hit is an ``McpLimitReached`` event and visible in the response):
     max_tool_calls / mcp_calls_max   calls beyond the smaller are refused (error in the item)
     call_timeout_s                   a call (or listing) running longer fails with a timeout error
@@ -25,6 +33,7 @@ interrupted with those items incomplete.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable, Iterable, Optional
 
 import attrs
@@ -38,6 +47,8 @@ from gateway.mcp.spec import McpServer
 from gateway.request_input import new_id
 from ledger.events import McpApprovalResponded, McpCallFinished, McpLimitReached, McpToolsListed
 
+LISTING_ID = re.compile(r"^mcpl_[0-9a-f]+_([0-9a-f]{12})$")  # the id of a listing item, with its listing key
+
 
 @attrs.define
 class PendingCall:
@@ -49,6 +60,7 @@ class PendingCall:
     arguments: str = ""
     approval_request_id: Optional[str] = None
     needs_approval: bool = False
+    refusal: Optional[dict[str, Any]] = None  # the error of an approved call this request may not run
 
     def item(self) -> dict[str, Any]:
         """The mcp_call item as it starts (output_item.added)."""
@@ -95,10 +107,11 @@ class McpLoop:
         else:
             self.calls_max, self.calls_limit = config.mcp_calls_max, "mcp_calls_max"
         self.listed: set[str] = set()
+        self.listing_limit = "call_timeout_s"  # the limit that bounds this response's listings
         requests: dict[str, dict[str, Any]] = {}
         for item in history:
             kind = item["type"]
-            if kind == "mcp_list_tools" and not item.get("error") and item["server_label"] in self.servers:
+            if kind == "mcp_list_tools" and not item.get("error") and self._current(item):
                 self._offer(item["server_label"], item.get("tools") or [])
             elif kind == "mcp_approval_request":
                 requests[item["id"]] = item
@@ -111,6 +124,14 @@ class McpLoop:
         return function.function if function is not None else function_name(label, tool)
 
     # --- listing -----------------------------------------------------------------------------
+
+    def _current(self, item: dict[str, Any]) -> bool:
+        """Whether a listing item of the conversation lists this request's server as it is now."""
+        server = self.servers.get(item["server_label"])
+        if server is None:
+            return False
+        keyed = LISTING_ID.match(item.get("id") or "")
+        return keyed is None or keyed.group(1) == server.listing_key()
 
     def _offer(self, label: str, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
         server = self.servers[label]
@@ -126,7 +147,7 @@ class McpLoop:
 
     @staticmethod
     def listing_item(server: McpServer) -> dict[str, Any]:
-        return {"id": new_id("mcpl"), "type": "mcp_list_tools", "server_label": server.label, "tools": [],
+        return {"id": f"{new_id('mcpl')}_{server.listing_key()}", "type": "mcp_list_tools", "server_label": server.label, "tools": [],
                 "error": None}
 
     def _remaining_s(self) -> float:
@@ -134,7 +155,9 @@ class McpLoop:
 
     async def list_servers(self, servers: list[McpServer]) -> dict[str, Listing]:
         """List every server's tools, concurrently, in one await."""
-        timeout_s = max(0.0, min(self.config.call_timeout_s, self._remaining_s()))
+        remaining = self._remaining_s()
+        timeout_s = max(0.0, min(self.config.call_timeout_s, remaining))
+        self.listing_limit = "time_budget_s" if remaining < self.config.call_timeout_s else "call_timeout_s"
         listings: dict[str, Listing] = {}
 
         async def one(server: McpServer) -> None:
@@ -148,12 +171,14 @@ class McpLoop:
     def listed_events(self, output_index: int, label: str, listing: Listing) -> list[Any]:
         """McpToolsListed for one server (tools the request allows), and a limit event if one was hit."""
         if listing.error is not None:
-            events: list[Any] = [McpToolsListed(self.response_id, output_index, label, [], listing.duration_ms,
-                                                f"Error retrieving tool list from MCP server '{label}': "
-                                                f"{listing.error}")]
+            error, limit = listing.error, self.listing_limit
             if listing.timed_out:
-                events.append(McpLimitReached(self.response_id, "call_timeout_s",
-                                              math.ceil(self.config.call_timeout_s), output_index, "listing tools"))
+                error = f"{error.rstrip('.')} ({limit}: {self.limit_value(limit)})."
+            events: list[Any] = [McpToolsListed(self.response_id, output_index, label, [], listing.duration_ms,
+                                                f"Error retrieving tool list from MCP server '{label}': {error}")]
+            if listing.timed_out:
+                events.append(McpLimitReached(self.response_id, limit, self.limit_value(limit), output_index,
+                                              "listing tools"))
             return events
         allowed = [t for t in listing.tools if self.servers[label].allows(t["name"], t.get("annotations"))]
         kept = self._offer(label, listing.tools)
@@ -177,11 +202,16 @@ class McpLoop:
         for request, response in self.approvals:
             if response["id"] not in input_ids or not response["approve"]:
                 continue
-            server = self.servers[request["server_label"]]
-            function = self.toolmap.for_pair(server.label, request["name"]) or McpFunction(
-                request["name"], server.label, request["name"], None, {}, None)
+            label, name = request["server_label"], request["name"]
+            function = self.toolmap.for_pair(label, name)
+            refusal = None
+            if function is None:  # allowed_tools (or the server's tools) changed since the request
+                function = McpFunction(name, label, name, None, {}, None)
+                refusal = {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text":
+                           f"Not run: tool {name!r} of MCP server {label!r} is not among the tools this request "
+                           "allows (allowed_tools), so the approval cannot be used."}]}
             calls.append(PendingCall(function, new_id("mcp"), arguments=request["arguments"],
-                                     approval_request_id=request["id"]))
+                                     approval_request_id=request["id"], refusal=refusal))
         return calls
 
     # --- one model turn ----------------------------------------------------------------------
@@ -217,7 +247,9 @@ class McpLoop:
                 parsed = orjson.loads(call.arguments or "{}")
             except orjson.JSONDecodeError:
                 parsed = None
-            if not isinstance(parsed, dict):
+            if call.refusal is not None:
+                plan.error = call.refusal
+            elif not isinstance(parsed, dict):
                 plan.error = {"type": "mcp_protocol_error", "code": INVALID_PARAMS,
                               "message": "Invalid params: the arguments are not a JSON object."}
             elif self.closed is not None or self.calls_run >= self.calls_max or remaining <= 0:

@@ -10,7 +10,9 @@ Response echoes is ``echo()``, where each value is ``"[redacted]"``; ``scrub`` r
 from any text (an error message from a server or the HTTP stack) before it is recorded.
 Servers that take their token in the URL (``?api_key=...``, ``https://user:token@host``)
 get the same treatment: the echoed ``server_url`` keeps scheme, host and path, and each
-query value, the user info and a fragment are ``[redacted]``.
+query value, the user info and a fragment are ``[redacted]``. Path segments are recorded as
+they are: a key in the path (``https://host/s/<key>/mcp``) would be recorded in clear, so a
+secret belongs in ``authorization``, ``headers`` or the query, never in the path.
 
 ``require_approval`` as an object: a tool matching ``always`` needs approval; else one
 matching ``never`` does not; a tool matching neither needs approval unless the object names
@@ -21,16 +23,19 @@ only an ``always`` filter (then that filter is the list of tools needing it). A 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, Optional, Union
 from urllib.parse import urlsplit
 
 import attrs
+import orjson
 
 from gateway.errors import invalid
 
 REDACTED = "[redacted]"
 LABEL = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # not allowed in a header value (tab is)
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 HEADERS_MAX = 32  # headers one MCP tool may set
 HEADER_VALUE_CHARS_MAX = 8_192
@@ -139,6 +144,14 @@ class McpServer:
             text = text.replace(secret, REDACTED)
         return text
 
+    def listing_key(self) -> str:
+        """12 hex digits naming what a tool list depends on: the server (its redacted URL) and
+        ``allowed_tools``. An ``mcp_list_tools`` item carries it in its id, so a later request
+        with another URL or filter under the same label lists again (secrets are not in it)."""
+        allowed = self.allowed.echo() if isinstance(self.allowed, ToolFilter) else self.allowed
+        material = orjson.dumps([redacted_url(self.url), allowed], option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(material).hexdigest()[:12]
+
     def echo(self) -> dict[str, Any]:
         """The tool as the ledger records it and the Response echoes it: secrets redacted."""
         allowed = self.allowed.echo() if isinstance(self.allowed, ToolFilter) else self.allowed
@@ -233,7 +246,7 @@ def _headers(value: Any, param: str) -> dict[str, str]:
         if not HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
             raise invalid(f"Invalid '{param}': {name!r} is not a header name this tool may set.", param,
                           "invalid_value")
-        if not isinstance(header, str) or len(header) > HEADER_VALUE_CHARS_MAX or "\n" in header or "\r" in header:
+        if not isinstance(header, str) or len(header) > HEADER_VALUE_CHARS_MAX or CONTROL.search(header):
             raise invalid(f"Invalid '{param}.{name}': expected a one-line string of at most "
                           f"{HEADER_VALUE_CHARS_MAX} characters.", f"{param}.{name}", "invalid_value")
         out[name] = header
@@ -276,9 +289,10 @@ def parse_mcp_tool(tool: dict, param: str) -> McpServer:
     headers = _headers(tool.get("headers"), f"{param}.headers")
     authorization = tool.get("authorization")
     if authorization is not None and (not isinstance(authorization, str) or not authorization.strip()
-                                      or len(authorization) > HEADER_VALUE_CHARS_MAX or "\n" in authorization):
-        raise invalid(f"Invalid '{param}.authorization': expected a token string.", f"{param}.authorization",
-                      "invalid_value")
+                                      or len(authorization) > HEADER_VALUE_CHARS_MAX
+                                      or CONTROL.search(authorization)):
+        raise invalid(f"Invalid '{param}.authorization': expected a one-line token string (no control "
+                      "characters).", f"{param}.authorization", "invalid_value")
     if authorization is not None and any(name.lower() == "authorization" for name in headers):
         raise invalid(f"Invalid '{param}': set 'authorization' or an Authorization header, not both.",
                       f"{param}.headers", "invalid_value")
