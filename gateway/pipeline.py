@@ -36,12 +36,12 @@ the money in gateway/billing/run.py.
 
 from __future__ import annotations
 
-import math
 from typing import Any, AsyncIterator, Optional, Sequence
 
 import attrs
 import trio
 
+from gateway.billing.estimate import emitted_usage_estimate
 from gateway.billing.run import ACCEPT_ATTEMPTS_MAX, RunBilling, busy
 from gateway.conversation import model_call
 from gateway.errors import ApiError
@@ -76,8 +76,6 @@ from ledger.events import (
 from ledger.store import EventStore, NewEvent
 from projections.responses import response_stream
 from projections.wire import CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT, UPSTREAM_FAILED, ResponseView
-
-CHARS_PER_TOKEN_ESTIMATE = 4  # documented estimate when the provider reports no usage
 
 BUFFER_FLUSH_INTERVAL_S = 0.05  # a non-streamed answer's output events reach the ledger at least this often
 BUFFER_EVENTS_MAX = 256  # ... or in batches of at most this many events
@@ -168,6 +166,7 @@ class ResponseRun(McpSteps):
         self._mcp_open: set[int] = set()  # open mcp_call items (text does not close them)
         self._client_calls = 0  # function_call items of this turn
         self._mcp_acted = False  # MCP calls ran (or were refused) in this response
+        self._interleaved_calls = getattr(provider, "interleaves_tool_calls", False)  # see _start_item
 
     async def _append(self, *events: Any, extra: Sequence[NewEvent] = ()) -> bytes:
         """Append events to this response's stream (plus ``extra`` events on account streams)
@@ -348,9 +347,11 @@ class ResponseRun(McpSteps):
         """Events that finish the open message (and open function calls, if ``close_calls``) and
         start ``item``.
 
-        Function calls stay open until the stream ends or text follows them, because some
-        servers interleave the argument pieces of parallel calls; MCP calls stay open until
-        they ran.
+        A function call is closed when the next item starts, as OpenAI streams parallel calls
+        (added, deltas, done, then the next), unless the provider says it interleaves the
+        argument pieces of parallel calls (``interleaves_tool_calls``: Chat Completions
+        servers may, by tool-call index): then calls stay open until the stream ends or text
+        follows them. MCP calls stay open until they ran.
         """
         if close_calls:
             events: list[Any] = self._close_items("completed", mcp=False)
@@ -381,21 +382,21 @@ class ResponseRun(McpSteps):
             if mcp_call is not None:
                 if mcp_call.needs_approval:
                     return b""  # an mcp_approval_request item once its arguments are complete
-                starts = self._start_item(mcp_call.item(), close_calls=False)
+                starts = self._start_item(mcp_call.item(), close_calls=not self._interleaved_calls)
                 mcp_call.output_index = self._open[-1]
                 self._mcp_open.add(mcp_call.output_index)
                 return await self._emit(*starts)
             item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress",
                     "call_id": event.call_id, "name": event.name, "arguments": ""}
-            starts = self._start_item(item, close_calls=False)
+            starts = self._start_item(item, close_calls=not self._interleaved_calls)
             self._tool_indexes[event.index] = self._open[-1]
             self._client_calls += 1
             return await self._emit(*starts)
         if isinstance(event, ToolCallArguments):
             mcp_call = self.mcp.turn.get(event.index) if self.mcp is not None else None
             index = mcp_call.output_index if mcp_call is not None else self._tool_indexes.get(event.index)
-            if mcp_call is None and index is None:
-                raise ProviderError(f"upstream sent arguments for unknown tool call {event.index}")
+            if mcp_call is None and index not in self._open:
+                raise ProviderError(f"upstream sent arguments for unknown or finished tool call {event.index}")
             if not event.delta:
                 return b""
             self._output_chars += len(event.delta)
@@ -415,13 +416,7 @@ class ResponseRun(McpSteps):
         if self._usage is not None:
             return self._usage, False
         call = self._call or model_call(self.request, self.upstream_model, self.context)
-        input_chars = len(call.instructions or "")
-        for message in call.messages:
-            input_chars += sum(len(p.get("text", "")) for p in message["content"])
-            input_chars += sum(len(c["arguments"]) + len(c["name"]) for c in message.get("tool_calls", ()))
-        estimate = Usage(input_tokens=math.ceil(input_chars / CHARS_PER_TOKEN_ESTIMATE),
-                         output_tokens=math.ceil(self._output_chars / CHARS_PER_TOKEN_ESTIMATE))
-        return estimate, True
+        return emitted_usage_estimate(call, self._output_chars), True
 
     def _close_items(self, status: str, mcp: bool = True) -> list[Any]:
         """Events that finish every open item (but open MCP calls unless ``mcp``) with ``status``."""

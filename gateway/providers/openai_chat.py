@@ -201,6 +201,8 @@ class _ToolCalls:
 
 
 class OpenAIChatProvider:
+    interleaves_tool_calls = True  # servers may mix parallel calls' argument pieces (by index): see pipeline
+
     def __init__(self, config: ProviderConfig, http_client: httpx2.AsyncClient) -> None:
         if not config.base_url:
             raise ValueError(f"provider {config.name!r} needs a base_url")
