@@ -135,3 +135,52 @@ async def test_client_error_objects_for_http_and_connection_failures():
         port = server.port
     gone = await client.call_tools(McpServer("g", f"http://127.0.0.1:{port}/mcp"), [CallRequest("k", "add", {}, 5)])
     assert gone["k"].error["type"] == "mcp_protocol_error" and gone["k"].error["code"] == -32000
+
+
+def test_an_approval_runs_only_a_tool_the_request_still_allows():
+    """approved_calls refuses (with a reason for the model) a tool outside this request's allowed_tools."""
+    server = McpServer("srv", "https://mcp.example.com/mcp", allowed=["add"], approval="always")
+    requests = [{"type": "mcp_approval_request", "id": f"mcpr_{name}", "server_label": "srv", "name": name,
+                 "arguments": "{}"} for name in ("add", "delete")]
+    answers = [{"type": "mcp_approval_response", "id": f"mcpa_{name}", "approval_request_id": f"mcpr_{name}",
+                "approve": True} for name in ("add", "delete")]
+    history = [{"type": "mcp_list_tools", "id": "mcpl_1", "server_label": "srv", "tools": TOOLS, "error": None},
+               *requests, *answers]
+    loop = McpLoop("resp_1", [server], history, McpConfig(), None, None, [], clock=Clock())
+    add, delete = loop.approved_calls({"mcpa_add", "mcpa_delete"})
+    plans = loop.plan([add, delete])
+    assert plans[0].runs and add.refusal is None
+    assert not plans[1].runs and "'delete'" in plans[1].error["content"][0]["text"]
+    assert loop.calls_run == 1  # a refused approval uses none of the calls limit
+
+
+def test_a_listing_counts_only_for_the_same_url_and_filter():
+    """A listing item's id carries the server's listing key: another URL or filter lists again; no key counts."""
+    server = McpServer("srv", "https://mcp.example.com/mcp", approval="never")
+    item = McpLoop.listing_item(server)
+    assert item["id"].startswith("mcpl_") and item["id"].endswith("_" + server.listing_key())
+    for other, listed in ((server, True),
+                          (McpServer("srv", "https://mcp.example.com/v2/mcp", approval="never"), False),
+                          (McpServer("srv", "https://mcp.example.com/mcp", allowed=["add"]), False),
+                          (McpServer("srv", "https://mcp.example.com/mcp?key=other-secret"), False)):
+        history = [{**item, "tools": TOOLS}]
+        loop = McpLoop("resp_1", [other], history, McpConfig(), None, None, [], clock=Clock())
+        assert (loop.servers_to_list() == []) is listed, other
+    assert McpServer("s", "https://h.example/mcp?key=secret-one").listing_key() == McpServer(
+        "s", "https://h.example/mcp?key=secret-two").listing_key()  # the key holds no secret
+    unkeyed = McpLoop("resp_1", [McpServer("srv", "https://elsewhere.example/mcp")],
+                      [{**item, "id": "mcpl_made_elsewhere", "tools": TOOLS}], McpConfig(), None, None, [], clock=Clock())
+    assert unkeyed.servers_to_list() == []
+
+
+@pytest.mark.parametrize("bad", ["a\rb", "a\nb", "a\x00b", "a\x1bb", "a\x7fb"])
+def test_authorization_and_header_values_refuse_control_characters(bad):
+    """authorization and header values are one line of text: any control character (but tab) is a 400."""
+    base = {"type": "mcp", "server_label": "s", "server_url": "https://x.example/mcp"}
+    with pytest.raises(ApiError) as authorization:
+        parse_mcp_tool({**base, "authorization": f"tok-{bad}-secret"}, "tools[0]")
+    assert authorization.value.param == "tools[0].authorization" and "secret" not in authorization.value.message
+    with pytest.raises(ApiError) as header:
+        parse_mcp_tool({**base, "headers": {"X-Key": f"v-{bad}-secret"}}, "tools[0]")
+    assert header.value.param == "tools[0].headers.X-Key" and "secret" not in header.value.message
+    assert parse_mcp_tool({**base, "authorization": "tok\twith-tab"}, "tools[0]").authorization == "tok\twith-tab"
