@@ -4,7 +4,7 @@ The official openai SDK talks to a real ``assistiv serve`` configured (TOML) for
 upstream of the kind under test. A test module subclasses ``NativeE2E`` (name starting
 with ``Test``), names the kind and its fake module, and says what the upstream request must
 look like. One fake and one gateway run per class; each test scripts the fake through
-``fake.handler``.
+``fake.handler``. The function-calling loop is in tests/tool_loop_e2e.py (``ToolLoopE2E``).
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ import pytest
 from tests.conftest import Gateway, start_gateway
 from tests.fakes.server import FakeServer, Request
 from tests.test_responses_e2e import TEXT_EVENT_ORDER_HEAD, TEXT_EVENT_ORDER_TAIL, async_client, parse_sse, sync_client
+from tests.tool_loop_e2e import ToolLoopE2E
 
 DELTAS = ["The", " capital", " of France", " is ", "Paris", " (ünïcødé ✓)", "."]
 UPSTREAM_MODEL = "upstream-model-v1"
 UPSTREAM_KEY = "sk-native-e2e"
 READ_TIMEOUT_S = 0.5  # the fake provider's read timeout; stalls last STALL_S
 STALL_S = 2.0
-WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Weather for a city",
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
 
 
 def config_toml(kind: str, base_url: str, key_env: str) -> str:
@@ -55,7 +54,7 @@ def raw_stream(gateway: Gateway, body: dict[str, Any]) -> bytes:
         return answer.read()
 
 
-class NativeE2E:
+class NativeE2E(ToolLoopE2E):
     kind: str = ""
     fake: ModuleType
     usage: dict[str, int] = {}  # what the fake's default usage becomes in the Response
@@ -64,14 +63,6 @@ class NativeE2E:
 
     def check_request(self, request: Request, prompt: str, instructions: str) -> None:
         """Assert the upstream request (path, key header, body) for a prompt with instructions."""
-        raise NotImplementedError
-
-    def tool_calls_answer(self) -> Any:
-        """A fake handler answering with one get_weather call for Paris."""
-        raise NotImplementedError
-
-    def check_tool_round_trip(self, body: dict[str, Any], call_id: str) -> None:
-        """Assert the upstream body of the turn that sends the get_weather output back."""
         raise NotImplementedError
 
     @pytest.fixture(scope="class")
@@ -146,20 +137,6 @@ class NativeE2E:
         response = sync_client(gw).responses.create(model="fake-model", input="x")
         assert response.status == "incomplete" and response.incomplete_details.reason == reason
         assert response.output_text == "".join(DELTAS[:2])
-
-    def test_tool_call_round_trip(self, gw, upstream):
-        """An upstream tool call becomes a function_call item; its output goes back in the native shape."""
-        client = sync_client(gw)
-        upstream.handler = self.tool_calls_answer()
-        first = client.responses.create(model="fake-model", input="Weather in Paris?", tools=[WEATHER_TOOL])
-        [call] = [item for item in first.output if item.type == "function_call"]
-        assert (call.name, call.arguments.replace(" ", "")) == ("get_weather", '{"city":"Paris"}')
-        upstream.handler = self.fake.text_answer(DELTAS)
-        second = client.responses.create(model="fake-model", previous_response_id=first.id, tools=[WEATHER_TOOL],
-                                         input=[{"type": "function_call_output", "call_id": call.call_id,
-                                                 "output": '{"temp_c": 18}'}])
-        assert second.output_text == "".join(DELTAS)
-        self.check_tool_round_trip(upstream.requests[-1].json(), call.call_id)
 
     def test_upstream_http_error_before_output_is_502(self, gw, upstream):
         """An upstream HTTP error before any output: the SDK gets 502 upstream_error with its message."""

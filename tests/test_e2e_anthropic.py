@@ -23,6 +23,10 @@ class TestAnthropicE2E(NativeE2E):
     def tool_calls_answer(self):
         return fake_anthropic.tool_calls_answer([("toolu_01", "get_weather", '{"city": "Paris"}')])
 
+    def parallel_calls_answer(self):
+        return fake_anthropic.tool_calls_answer([("toolu_01", "get_weather", '{"city": "Paris"}'),
+                                                 ("toolu_02", "get_time", '{"city": "Tokyo"}')])
+
     def check_tool_round_trip(self, body, call_id):
         assert call_id == "toolu_01"
         assert body["messages"] == [

@@ -24,6 +24,9 @@ class TestGeminiE2E(NativeE2E):
     def tool_calls_answer(self):
         return fake_gemini.tool_calls_answer([("get_weather", {"city": "Paris"})])
 
+    def parallel_calls_answer(self):
+        return fake_gemini.tool_calls_answer([("get_weather", {"city": "Paris"}), ("get_time", {"city": "Tokyo"})])
+
     def check_tool_round_trip(self, body, call_id):
         assert call_id.startswith("call_")
         assert body["contents"] == [

@@ -19,6 +19,26 @@ class TestOpenAIChatEndToEnd(UpstreamE2E):
         assert body["messages"] == [{"role": "system", "content": instructions}, {"role": "user", "content": prompt}]
         assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
 
+    interleaves_tool_calls = True  # Chat Completions servers may mix parallel calls' pieces by index
+
+    def tool_calls_answer(self):
+        return openai_chat.tool_calls_answer([("call_w1", "get_weather", '{"city": "Paris"}')])
+
+    def parallel_calls_answer(self):
+        return openai_chat.tool_calls_answer([("call_w1", "get_weather", '{"city": "Paris"}'),
+                                              ("call_t2", "get_time", '{"city": "Tokyo"}')])
+
+    def check_tool_round_trip(self, body, call_id):
+        assert call_id == "call_w1"
+        assert body["messages"] == [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_w1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+            {"role": "tool", "tool_call_id": "call_w1", "content": '{"temp_c": 18}'}]
+        assert [t["function"]["name"] for t in body["tools"]] == ["get_weather"]
+        assert body["tool_choice"] == "auto"
+
     def test_interleaved_parallel_calls_stream_consistently(self, gw, upstream):
         """Interleaved argument pieces of parallel calls: each call's deltas add up to its done event."""
         from tests.upstream_e2e import CALLS, raw_stream

@@ -2,7 +2,8 @@
 
 A test module subclasses ``UpstreamE2E`` (its name starts with ``Test``) and names the
 provider kind, its fake module and the upstream request it expects. One fake upstream
-and one gateway run per class; each test scripts the fake through ``fake.handler``.
+and one gateway run per class; each test scripts the fake through ``fake.handler``. The
+function-calling loop is in tests/tool_loop_e2e.py (``ToolLoopE2E``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from tests.conftest import Gateway, start_gateway
 from tests.fakes.server import FakeServer, Request
 from tests.test_responses_e2e import TEXT_EVENT_ORDER_HEAD, TEXT_EVENT_ORDER_TAIL, async_client, parse_sse, sync_client
+from tests.tool_loop_e2e import ToolLoopE2E
 
 DELTAS = ["The", " capital", " of France", " is ", "Paris", " (ünïcødé ✓)", "."]
 READ_TIMEOUT_S = 1.0  # the fake provider's read timeout; stalls last STALL_S
@@ -53,7 +55,7 @@ def raw_stream(gateway: Gateway, body: dict[str, Any]) -> bytes:
         return answer.read()
 
 
-class UpstreamE2E:
+class UpstreamE2E(ToolLoopE2E):
     kind: str = ""
     fake: ModuleType
     usage: dict[str, int] = {}  # what the fake's default usage becomes in the Response
