@@ -67,8 +67,12 @@ class ResponsesProjection:
             return None
         return view
 
-    def context_items(self, view: ResponseView) -> list[dict[str, Any]]:
-        """Every item of the conversation up to and including ``view``: inputs and outputs, in order."""
+    def chain(self, view: ResponseView) -> list[ResponseView]:
+        """The turns of the conversation up to and including ``view``, oldest first.
+
+        Deleted turns are included (``deleted`` set), so a caller can refuse to reuse them;
+        a parent missing from the ledger ends the walk.
+        """
         chain = []
         current: Optional[ResponseView] = view
         seen = set()
@@ -77,8 +81,13 @@ class ResponsesProjection:
             chain.append(current)
             parent = current.params.get("previous_response_id")
             current = self.views.get(parent) if parent else None
+        chain.reverse()
+        return chain
+
+    def context_items(self, view: ResponseView) -> list[dict[str, Any]]:
+        """Every item of the conversation up to and including ``view``: inputs and outputs, in order."""
         items: list[dict[str, Any]] = []
-        for turn in reversed(chain):
+        for turn in self.chain(view):
             items.extend(turn.accepted.input_items)
             items.extend(turn.items)
         return items

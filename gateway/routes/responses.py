@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Optional
 
 from quart import Response, request
 import trio
@@ -29,7 +29,7 @@ from ledger.events import ResponseDeleted
 from ledger.store import NewEvent
 from projections.responses import response_stream
 from projections.tenancy import KeyInfo
-from projections.wire import render_stream, sorted_json
+from projections.wire import ResponseView, render_stream, sorted_json
 
 IDEMPOTENT_WAIT_S_MAX = 600  # how long a retry waits for the original request to finish
 MODEL_CREATED_AT = 1_735_689_600  # fixed "created" of configured models (2025-01-01), stable across restarts
@@ -68,13 +68,14 @@ def register(app: QuartTrio, services: Services) -> None:
             response_id, request_sha256 = keyed_response_id(key, idempotency_key, body)
             if response_id in services.responses.views:
                 return await _repeat(services, key, response_id, request_sha256, create.stream)
-        parent = _conversation_parent(services, key, create)
+        parent, thread_id = _conversation_parent(services, key, create)
         context = services.responses.context_items(parent) if parent is not None else []
         check_call_outputs(context, create.input_items)
         check_servers(create.mcp_servers, create.tools, services.config.mcp, mcp_client.allowlist)
         check_approvals(context, create.input_items, create.mcp_servers)
         params = create.echoed_params()
         params["previous_response_id"] = parent.response_id if parent is not None else None
+        params["thread_id"] = thread_id
         run = new_run(services, key, model, create, response_id=response_id, context=context, params=params,
                       request_sha256=request_sha256)
         if create.mcp_servers:
@@ -133,8 +134,15 @@ def register(app: QuartTrio, services: Services) -> None:
 
 
 
-def _conversation_parent(services: Services, key: KeyInfo, create):
-    """The response this turn continues: ``previous_response_id``, else the thread's latest completed one."""
+def _conversation_parent(services: Services, key: KeyInfo, create) -> tuple[Optional[ResponseView], Optional[str]]:
+    """(the response this turn continues, the thread this turn joins).
+
+    The parent is ``previous_response_id`` (it must be stored and finished: completed,
+    incomplete or failed), else the latest completed response of ``thread_id``. A
+    continuation inherits its parent's thread; naming another thread is a 400. Every turn of
+    the parent's conversation must still exist: a deleted one is a 404 naming it, so content
+    its owner deleted is never sent to a model again.
+    """
     if create.previous_response_id:
         parent = services.responses.get(create.previous_response_id, key.platform_id, key.end_user_id)
         if parent is None:
@@ -147,12 +155,30 @@ def _conversation_parent(services: Services, key: KeyInfo, create):
         if not parent.finished:
             raise invalid(f"Previous response with id '{create.previous_response_id}' is still in progress; "
                           "continue it once it has finished.", "previous_response_id", "previous_response_in_progress")
-        return parent
+        parent_thread = parent.params.get("thread_id")
+        if create.thread_id and parent_thread and create.thread_id != parent_thread:
+            raise invalid(f"thread_id '{create.thread_id}' conflicts with the thread '{parent_thread}' of previous "
+                          f"response '{parent.response_id}'; omit thread_id to continue in that thread.",
+                          "thread_id", "thread_conflict")
+        _check_no_deleted_turn(services, parent, "previous_response_id")
+        return parent, create.thread_id or parent_thread
     if create.thread_id:
         completed = [v for v in services.responses.thread(key.platform_id, create.thread_id, key.end_user_id)
                      if v.status == "completed"]
-        return completed[-1] if completed else None
-    return None
+        if not completed:
+            return None, create.thread_id
+        _check_no_deleted_turn(services, completed[-1], "thread_id")
+        return completed[-1], create.thread_id
+    return None, None
+
+
+def _check_no_deleted_turn(services: Services, parent: ResponseView, param: str) -> None:
+    """404 previous_response_not_found if an earlier turn of ``parent``'s conversation was deleted."""
+    for turn in services.responses.chain(parent):
+        if turn.deleted:
+            raise not_found(f"Previous response with id '{turn.response_id}' not found: it was deleted, and the "
+                            f"conversation of '{parent.response_id}' includes it, so it cannot be continued.",
+                            "previous_response_not_found", param)
 
 
 def keyed_response_id(key: KeyInfo, idempotency_key: str, body: Any) -> tuple[str, str]:
