@@ -14,6 +14,9 @@ no ``event:`` lines) and the final ``chat.completion`` object:
                              failed after output: ``data: {"error": {...}}`` and no [DONE];
                              client gone or failed before output: nothing
 
+A non-streamed request is answered ``client_answer()``: the ``chat.completion`` object, or a
+502/504 error body when the upstream failed (even after output: see there).
+
 Pure: times are the envelope's ``recorded_at``; no clock, no config, no I/O.
 """
 
@@ -28,7 +31,9 @@ from ledger.events import Usage
 from ledger.store import Recorded
 
 CHAT_API = "chat.completions"
-SILENT = ("client_disconnected", "failed_before_output")
+CLIENT_DISCONNECTED = "client_disconnected"  # as projections.wire names them
+FAILED_BEFORE_OUTPUT = "failed_before_output"
+SILENT = (CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT, "gateway_restarted")  # + wire.GATEWAY_RESTARTED
 
 
 def chat_usage(usage: Usage) -> dict[str, Any]:
@@ -117,12 +122,12 @@ class ChatView:
         if event.error is not None:
             self.error = {"message": event.error.message, "type": "server_error", "param": None,
                           "code": event.error.code}
-        if self.tool_calls:
-            self.finish_reason = "tool_calls"
-        elif event.incomplete_reason == "max_output_tokens":
+        if event.incomplete_reason == "max_output_tokens":  # before tool_calls: truncated arguments say so
             self.finish_reason = "length"
         elif event.incomplete_reason == "content_filter":
             self.finish_reason = "content_filter"
+        elif self.tool_calls:
+            self.finish_reason = "tool_calls"
         else:
             self.finish_reason = "stop"
         if not render or event.interruption in SILENT:
@@ -135,6 +140,32 @@ class ChatView:
                           "model": self.accepted.model, "system_fingerprint": None, "choices": [],
                           "usage": chat_usage(event.usage)})
         return out + b"data: [DONE]\n\n"
+
+    def client_answer(self) -> Optional[tuple[int, dict[str, Any]]]:
+        """What a non-streamed request was answered: ``(HTTP status, JSON body)``; None if nothing.
+
+        200 and the ``chat.completion`` when the answer finished (finish_reason stop, length,
+        tool_calls or content_filter). When the upstream failed, 502 ``upstream_error`` (504
+        ``upstream_timeout``) in the error shape, before or after output: Chat Completions has no
+        status field, so a 200 with partial content would pass for a complete answer. Output
+        made before the failure is billed, as for an interrupted stream, and the message says so.
+        None while in progress, or when nothing was sent (the client left, the gateway restarted).
+        """
+        if self.status == "in_progress" or self.interruption in (CLIENT_DISCONNECTED, "gateway_restarted"):
+            return None  # the client left, or its connection ended with the gateway process
+        if self.status != "failed":
+            return 200, self.completion_object()
+        error = self.error or {"message": "The response failed.", "code": "upstream_error"}
+        if self.interruption == FAILED_BEFORE_OUTPUT:  # the words of gateway/errors.upstream_error's caller
+            message = f"The upstream provider failed: {error['message']}"
+        else:
+            tokens = self.usage.output_tokens if self.usage is not None else 0
+            message = (f"The upstream provider failed mid-answer: {error['message']}. The {tokens} output tokens "
+                       f"produced before the failure are billed ({self.response_id}); send the request again for "
+                       "a complete answer.")
+        code = error["code"] if error["code"] in ("upstream_error", "upstream_timeout") else "upstream_error"
+        status = 504 if code == "upstream_timeout" else 502
+        return status, {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
 
     def completion_object(self) -> dict[str, Any]:
         """The non-streamed ``chat.completion``."""
@@ -151,3 +182,17 @@ class ChatView:
 
 def is_chat(accepted: Any) -> bool:
     return isinstance(accepted, ResponseAccepted) and accepted.params.get("api") == CHAT_API
+
+
+def fold(records: list[Recorded]) -> ChatView:
+    """The ChatView of one chat completion's records (in version order), rendering nothing."""
+    view, _ = ChatView.start(records[0], render=False)
+    for recorded in records[1:]:
+        view.apply(recorded, render=False)
+    return view
+
+
+def answer_bytes(records: list[Recorded]) -> Optional[tuple[int, bytes]]:
+    """A non-streamed chat completion's answer as sent: ``(HTTP status, JSON bytes)``, or None."""
+    answered = fold(records).client_answer()
+    return None if answered is None else (answered[0], orjson.dumps(answered[1]))

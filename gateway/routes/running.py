@@ -9,7 +9,7 @@ counted in flight until its generator ends, so shutdown waits for it (bounded).
 from __future__ import annotations
 
 from contextlib import aclosing
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 from quart import Response, make_response
 
@@ -35,8 +35,11 @@ def new_run(services: Services, key: Any, model: Any, create: Any, **options: An
     )
 
 
-async def answer(services: Services, run: ResponseRun, stream: bool, final: Callable[[Any], dict]) -> Response:
-    """Run ``run``; answer ``final(view)`` as JSON, or stream its frames. ResponseExists propagates."""
+async def answer(services: Services, run: ResponseRun, stream: bool,
+                 final: Callable[[Any], Union[dict, Response]]) -> Response:
+    """Run ``run``; answer ``final(view)`` (a JSON body, or a whole Response), or stream its frames.
+
+    ResponseExists propagates."""
     services.inflight.enter()
     streaming = False
     frames = run.frames()
@@ -49,7 +52,8 @@ async def answer(services: Services, run: ResponseRun, stream: bool, final: Call
             async with aclosing(frames):
                 async for _ in frames:
                     pass
-            return json_response(final(run.view))
+            answered = final(run.view)
+            return answered if isinstance(answered, Response) else json_response(answered)
 
         async def body():
             try:
