@@ -1,5 +1,8 @@
 """``replay stream RESPONSE_ID``: the exact bytes sent, or (``--explain``) a readable timeline.
 
+Chat completions (``CHATCMPL_ID``) too: a chat stream's bytes are ``data:`` chunks counted as
+such; a non-streamed chat completion was sent one JSON body, which ``stream`` prints.
+
 The timeline lists every event of the response's stream and its reservation's holds and
 releases on the wallet and budget streams, in ledger order, each with its time offset from
 the first; then where the stream stopped and why, what the client was sent, and what was
@@ -26,6 +29,7 @@ from ledger.events import (
     UsageCharged,
 )
 from ledger.store import Recorded
+from projections.chat_wire import answer_bytes, is_chat
 from projections.money import budget_stream, wallet_stream
 from projections.pricing import PRICES_STREAM
 from projections.responses import response_stream
@@ -44,15 +48,48 @@ def response_records(conn: sqlite3.Connection, response_id: str) -> list[Recorde
 
 
 def stream_bytes(conn: sqlite3.Connection, response_id: str, out=None) -> int:
-    """Write the SSE bytes the client was sent; 1 if the ledger has no such response."""
+    """Write the bytes the client was sent; 1 if the ledger has no such response.
+
+    The SSE bytes of a stream; for a non-streamed chat completion, the one JSON body it was
+    answered (the ``chat.completion``, or the 502/504 error body), nothing if the client left.
+    """
     records = response_records(conn, response_id)
     if not records:
         print(f"no response {response_id!r} in this ledger", file=sys.stderr)
         return 1
     out = out or sys.stdout.buffer
-    out.write(render_stream(records))
+    if _unstreamed_chat(records):
+        answered = answer_bytes(records)
+        out.write(answered[1] if answered is not None else b"")
+    else:
+        out.write(render_stream(records))
     out.flush()
     return 0
+
+
+def _unstreamed_chat(records: list[Recorded]) -> bool:
+    accepted = records[0].event
+    return is_chat(accepted) and not accepted.stream
+
+
+def _sent(records: list[Recorded], response_id: str) -> str:
+    """What the client was sent, in words (``replay stream`` prints the bytes)."""
+    how = f"(`assistiv replay stream {response_id}` prints {{}})"
+    if _unstreamed_chat(records):
+        answered = answer_bytes(records)
+        if answered is None:
+            return "nothing: the client left before the answer (a non-streamed chat completion)"
+        status, body = answered
+        kind = "a chat.completion" if status == 200 else "an error"
+        return f"one JSON object, HTTP {status} with {kind}, {len(body):,} bytes " + how.format("it")
+    sent = render_stream(records)
+    if is_chat(records[0].event):
+        frames = [f for f in sent.split(b"\n\n") if f]
+        chunks = sum(1 for f in frames if f.startswith(b'data: {"id"'))
+        tail = ", then an error chunk" if frames and frames[-1].startswith(b'data: {"error"') else ""
+        tail += ", then data: [DONE]" if frames and frames[-1] == b"data: [DONE]" else ""
+        return f"{len(sent):,} bytes of SSE, {chunks:,} chat.completion.chunk frames{tail} " + how.format("them")
+    return f"{len(sent):,} bytes of SSE, {sent.count(b'event: '):,} events " + how.format("them")
 
 
 def _holds(conn: sqlite3.Connection, accepted: ResponseAccepted, response_id: str) -> list[Recorded]:
@@ -104,15 +141,17 @@ def describe(recorded: Recorded, text_so_far: int) -> str:
     return type(event).__name__
 
 
-def stop_reason(finished: Optional[ResponseFinished], deltas: int) -> str:
-    """Where the stream stopped and why, in words."""
+def stop_reason(finished: Optional[ResponseFinished], deltas: int, unstreamed_chat: bool = False) -> str:
+    """Where the stream stopped and why, in words (a non-streamed chat completion's failure is an
+    HTTP error after output too)."""
     if finished is None:
         return "still open: no response.finished is recorded (the request is in flight, or the gateway stopped)"
     if finished.interruption == CLIENT_DISCONNECTED:
         return f"client left after {deltas:,} deltas; nothing more was sent"
     if finished.interruption == UPSTREAM_FAILED:
         error = f" ({finished.error.code}: {finished.error.message})" if finished.error else ""
-        return f"upstream dropped after {deltas:,} deltas{error}; the client got an error event"
+        told = "an HTTP error, no partial answer" if unstreamed_chat else "an error event"
+        return f"upstream dropped after {deltas:,} deltas{error}; the client got {told}"
     if finished.interruption == FAILED_BEFORE_OUTPUT:
         error = f" ({finished.error.code}: {finished.error.message})" if finished.error else ""
         return f"failed before output{error}; the client got an HTTP error, no stream"
@@ -148,10 +187,8 @@ def explain(conn: sqlite3.Connection, response_id: str, out: TextIO) -> int:
         offset = f"+{(recorded.recorded_at - start) / 1e6:.6f}"
         out.write(f"  {offset:>12} s  #{recorded.position:<9} {version:>6}  "
                   f"{_tag(recorded):<26} {describe(recorded, text)}\n")
-    sent = render_stream(own)
-    out.write(f"\nstopped: {stop_reason(finished, deltas)}\n")
-    out.write(f"sent to the client: {len(sent):,} bytes of SSE, {sent.count(b'event: '):,} events "
-              f"(`assistiv replay stream {response_id}` prints them)\n")
+    out.write(f"\nstopped: {stop_reason(finished, deltas, _unstreamed_chat(own))}\n")
+    out.write(f"sent to the client: {_sent(own, response_id)}\n")
     _billing(conn, charge, finished, out)
     return 0
 
