@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import openai
 import pytest
 
 from tests.conftest import start_gateway
-from tests.fakes import anthropic, gemini, openai_chat, openai_responses
-from tests.fakes.server import FakeServer
 from tests.test_responses_e2e import expected_text, sync_client
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
@@ -19,8 +16,39 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "description"
                                                            "properties": {"location": {"type": "string"}}}}}
 
 
+MIN_OUTPUT_TOKENS = 16
+CONFIG = f"""
+[[providers]]
+name = "demo"
+kind = "demo"
+
+[[models]]
+id = "demo"
+provider = "demo"
+
+[[models]]
+id = "demo-min"
+provider = "demo"
+min_output_tokens = {MIN_OUTPUT_TOKENS}
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    """One gateway for this module: the demo model, and demo-min with a minimum of output tokens."""
+    config = tmp_path_factory.mktemp("cfg") / "chat.toml"
+    config.write_text(CONFIG)
+    gw = start_gateway(tmp_path_factory.mktemp("gw"), "--config", str(config))
+    yield gw
+    gw.stop()
+
+
 def chat_client(gateway, key=None) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.base_url, api_key=key or gateway.key, timeout=30, max_retries=0)
+
+
+def replay(gateway, completion_id: str, *extra: str) -> bytes:
+    return gateway.cli("replay", "--data-dir", str(gateway.data_dir), "stream", completion_id, *extra).stdout
 
 
 def raw_chat(gateway, body: dict) -> bytes:
@@ -54,8 +82,7 @@ def test_streamed_completion_with_usage_and_exact_replay(gateway):
                                   "stream": True})
     assert received.endswith(b"data: [DONE]\n\n") and b'"usage"' not in received
     completion_id = json.loads(received.split(b"\n\n")[0][len(b"data: "):])["id"]
-    replayed = gateway.cli("replay", "--data-dir", str(gateway.data_dir), "stream", completion_id).stdout
-    assert replayed == received
+    assert replay(gateway, completion_id) == received
 
 
 def test_tool_call_round_trip(gateway):
@@ -103,67 +130,55 @@ def test_chat_is_logged_as_chat_and_not_a_response(gateway):
         sync_client(gateway).responses.retrieve(completion.id)
 
 
-PROVIDERS = {
-    "openai-chat": (openai_chat, "/v1"),
-    "openai-responses": (openai_responses, "/v1"),
-    "anthropic": (anthropic, ""),
-    "gemini": (gemini, ""),
-}
-DELTAS = ["Chat", " through", " every", " provider", "."]
+@pytest.mark.parametrize("limits, param", [
+    ({"max_tokens": MIN_OUTPUT_TOKENS - 1}, "max_tokens"),
+    ({"max_completion_tokens": MIN_OUTPUT_TOKENS - 1}, "max_completion_tokens"),
+    ({"max_completion_tokens": None, "max_tokens": 1}, "max_tokens"),
+    ({"max_completion_tokens": 2, "max_tokens": None}, "max_completion_tokens"),
+    ({"max_completion_tokens": 3, "max_tokens": 500}, "max_completion_tokens"),  # it wins, as at OpenAI
+])
+def test_below_the_minimum_of_output_tokens_is_422(gateway, limits, param):
+    """A limit below the model's minimum is 422 integer_below_min_value naming the field used; nothing recorded."""
+    position = httpx.get(gateway.url + "/healthz", timeout=30).json()["position"]
+    answer = httpx.post(gateway.base_url + "/chat/completions", timeout=30,
+                        headers={"Authorization": f"Bearer {gateway.key}"},
+                        json={"model": "demo-min", "messages": [{"role": "user", "content": "x"}], **limits})
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert (error["code"], error["param"], error["type"]) == ("integer_below_min_value", param, "invalid_request_error")
+    assert f"Invalid '{param}'" in error["message"] and f">= {MIN_OUTPUT_TOKENS}" in error["message"]
+    assert httpx.get(gateway.url + "/healthz", timeout=30).json()["position"] == position
 
 
-@pytest.fixture(scope="module", params=sorted(PROVIDERS))
-def upstream_gateway(request, tmp_path_factory):
-    """A gateway whose model "fake-model" is served by a fake upstream of each provider kind."""
-    fake_module, suffix = PROVIDERS[request.param]
-    with FakeServer(fake_module.text_answer(DELTAS)) as fake:
-        config = tmp_path_factory.mktemp("cfg") / "gw.toml"
-        config.write_text(f'[[providers]]\nname = "up"\nkind = "{request.param}"\nbase_url = "{fake.url}{suffix}"\n'
-                          f'api_key_env = "CHAT_E2E_KEY"\n\n[[models]]\nid = "fake-model"\nprovider = "up"\n'
-                          'input_usd_per_mtok = "1"\noutput_usd_per_mtok = "2"\n')
-        gateway = start_gateway(tmp_path_factory.mktemp("gw"), "--config", str(config),
-                                env={"CHAT_E2E_KEY": "sk-upstream"})
-        httpx.post(gateway.base_url + f"/platforms/{gateway.platform_id}/wallet/topup", json={"amount": 5},
-                   headers={"Authorization": f"Bearer {gateway.key}"}, timeout=30)
-        try:
-            yield gateway, fake, fake_module
-        finally:
-            gateway.stop()
+def test_at_the_minimum_of_output_tokens_is_answered(gateway):
+    """max_completion_tokens equal to the model's minimum (max_tokens null) is answered through the SDK."""
+    completion = chat_client(gateway).chat.completions.create(
+        model="demo-min", messages=[{"role": "user", "content": "x"}], max_completion_tokens=MIN_OUTPUT_TOKENS,
+        extra_body={"max_tokens": None})
+    assert completion.choices[0].finish_reason == "stop"
 
 
-def test_chat_on_each_provider_kind(upstream_gateway):
-    """Plain and streamed chat completions carry the upstream's text on every provider kind."""
-    gateway, fake, module = upstream_gateway
-    fake.handler = module.text_answer(DELTAS)
-    client = chat_client(gateway)
-    plain = client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
-    assert plain.choices[0].message.content == "".join(DELTAS) and plain.usage.prompt_tokens > 0
-    chunks = list(client.chat.completions.create(model="fake-model", stream=True,
-                                                 messages=[{"role": "user", "content": "hi"}]))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "".join(DELTAS)
+def test_replay_of_an_unstreamed_completion_prints_its_json_body(gateway):
+    """`replay stream` of a non-streamed chat completion prints the JSON body the client got; --explain says so."""
+    answer = httpx.post(gateway.base_url + "/chat/completions", timeout=30,
+                        headers={"Authorization": f"Bearer {gateway.key}"},
+                        json={"model": "demo", "messages": [{"role": "user", "content": "one object"}]})
+    assert answer.status_code == 200
+    completion_id = answer.json()["id"]
+    assert replay(gateway, completion_id) == answer.content
+    explained = replay(gateway, completion_id, "--explain").decode()
+    assert f"sent to the client: one JSON object, HTTP 200 with a chat.completion, {len(answer.content):,} bytes" \
+        in explained
+    assert "stopped: completed" in explained
 
 
-def test_upstream_drop_ends_chat_stream_with_error_chunk(upstream_gateway):
-    """An upstream drop mid-stream: deltas so far, a final error chunk, no [DONE]; emitted usage is billed."""
-    gateway, fake, module = upstream_gateway
-    fake.handler = module.drop(DELTAS[:2])
-    received = raw_chat(gateway, {"model": "fake-model", "messages": [{"role": "user", "content": "x"}],
-                                  "stream": True})
+def test_explain_counts_chat_chunks(gateway):
+    """`replay stream --explain` of a chat stream counts its chat.completion.chunk frames and the [DONE]."""
+    received = raw_chat(gateway, {"model": "demo", "messages": [{"role": "user", "content": "count us"}],
+                                  "stream": True, "stream_options": {"include_usage": True}})
     frames = [f for f in received.split(b"\n\n") if f]
-    assert b"[DONE]" not in received
-    last = json.loads(frames[-1][len(b"data: "):])
-    assert set(last) == {"error"} and last["error"]["code"] == "upstream_error"
-    assert b"through" in received
-    with pytest.raises(openai.APIError):
-        list(chat_client(gateway).chat.completions.create(model="fake-model", stream=True,
-                                                          messages=[{"role": "user", "content": "x"}]))
-    deadline = time.monotonic() + 5
-    while True:
-        rows = httpx.get(gateway.base_url + f"/platforms/{gateway.platform_id}/logs", timeout=30,
-                         headers={"Authorization": f"Bearer {gateway.key}"}).json()["data"]
-        interrupted = [r for r in rows if r["status"] == "interrupted"]
-        if interrupted or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert interrupted and interrupted[0]["request_type"] == "chat.completion"
-    assert interrupted[0]["completion_tokens"] >= 1 and interrupted[0]["billing_status"] == "billed"
+    chunks = len(frames) - 1  # all but [DONE]: role, deltas, finish, usage
+    assert frames[-1] == b"data: [DONE]" and chunks >= 4
+    completion_id = json.loads(frames[0][len(b"data: "):])["id"]
+    explained = replay(gateway, completion_id, "--explain").decode()
+    assert f"{len(received):,} bytes of SSE, {chunks:,} chat.completion.chunk frames, then data: [DONE]" in explained
