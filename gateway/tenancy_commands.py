@@ -11,6 +11,12 @@ concurrent PATCHes cannot silently undo each other.
 End-user ids are derived from (platform, external_id): two concurrent creates of the same
 external id both aim at the one stream with ``expected_version=0``; the loser sees the
 conflict and answers as a repeat create (the existing user and a fresh key).
+
+Creates that mint a key (platform keys, end users, end-user keys) honour ``Idempotency-Key``
+(gateway.idempotency): the key's id, its event ids and its raw key derive from the header,
+so a retry records nothing new and answers the original key (and status); the same header
+with another body records a different key hash, which the ledger's original disagrees
+with: 409 ``idempotency_key_reused``.
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ from typing import Callable, Optional, Sequence
 import attrs
 
 from gateway.errors import ApiError
+from gateway.idempotency import Keyed, derived_raw_key, reused, scoped_id
 from gateway.platforms import END_USER_KEY_PREFIX, PLATFORM_KEY_PREFIX, key_created, new_raw_key, platform_stream
 from gateway.services import Services
 from gateway.tenancy_input import MISSING, EndUserCreate, EndUserPatch, PlatformPatch
-from ledger.errors import ConcurrencyConflict
+from ledger.errors import ConcurrencyConflict, DuplicateEventMismatch
 from ledger.events import (
     ApiKeyCreated,
     ApiKeyRevoked,
@@ -36,7 +43,7 @@ from ledger.events import (
     PlatformUpdated,
     RateLimitsSet,
 )
-from ledger.store import NewEvent, Recorded
+from ledger.store import NewEvent, Recorded, new_event_id
 from projections.tenancy import EndUser, KeyInfo
 
 CONFLICT_RETRIES_MAX = 10  # read-modify-write attempts before answering 409
@@ -118,17 +125,50 @@ async def update_platform(services: Services, platform_id: str, patch: PlatformP
     await record_checked(services, platform_stream(platform_id), build)
 
 
-async def create_platform_key(services: Services, platform_id: str, expires_at: Optional[int]) -> NewKey:
-    raw_key = new_raw_key(PLATFORM_KEY_PREFIX)
-    event = key_created(platform_id, raw_key, expires_at=expires_at)
-    await record(services, [NewEvent(platform_stream(platform_id), event)])
+def _new_key(services: Services, prefix: str, scope: str, keyed: Optional[Keyed]) -> tuple[str, Optional[str]]:
+    """(raw key, key id): fresh, or derived from the Idempotency-Key and the body (then the id
+    also names the key's events, ``<key id>.<part>``)."""
+    if keyed is None:
+        return new_raw_key(prefix), None
+    raw_key = derived_raw_key(services.store, prefix, scope, keyed.key, keyed.request_sha256)
+    return raw_key, scoped_id("key_", scope, keyed.key)
+
+
+def _event_ids(key_id: Optional[str]) -> Callable[[str], str]:
+    return (lambda part: f"{key_id}.{part}") if key_id else (lambda part: new_event_id())
+
+
+def _with_id(event: ApiKeyCreated, key_id: Optional[str]) -> ApiKeyCreated:
+    return event if key_id is None else attrs.evolve(event, key_id=key_id)
+
+
+async def _record_key(services: Services, batch: Sequence[NewEvent], key: ApiKeyCreated) -> Recorded:
+    """Append ``batch``; the record of ``key`` (the original one on a retry, 409 when it differs)."""
+    try:
+        records = await record(services, batch)
+    except DuplicateEventMismatch:  # the key's events were recorded by an append of another shape
+        raise reused() from None
+    [recorded] = [r for r in records if isinstance(r.event, ApiKeyCreated)]
+    if recorded.event != key:
+        raise reused()
+    return recorded
+
+
+async def create_platform_key(services: Services, platform_id: str, expires_at: Optional[int],
+                              keyed: Optional[Keyed] = None) -> NewKey:
+    raw_key, key_id = _new_key(services, PLATFORM_KEY_PREFIX, f"{platform_id}:platform_key", keyed)
+    event = _with_id(key_created(platform_id, raw_key, expires_at=expires_at), key_id)
+    await _record_key(services, [NewEvent(platform_stream(platform_id), event, _event_ids(key_id)("created"))], event)
     return NewKey(event, raw_key)
 
 
-async def create_end_user_key(services: Services, user: EndUser, expires_at: Optional[int]) -> NewKey:
-    raw_key = new_raw_key(END_USER_KEY_PREFIX)
-    event = key_created(user.platform_id, raw_key, user.end_user_id, expires_at)
-    await record(services, [NewEvent(end_user_stream(user.end_user_id), event)])
+async def create_end_user_key(services: Services, user: EndUser, expires_at: Optional[int],
+                              keyed: Optional[Keyed] = None) -> NewKey:
+    scope = f"{user.platform_id}:{user.end_user_id}:end_user_key"
+    raw_key, key_id = _new_key(services, END_USER_KEY_PREFIX, scope, keyed)
+    event = _with_id(key_created(user.platform_id, raw_key, user.end_user_id, expires_at), key_id)
+    await _record_key(services, [NewEvent(end_user_stream(user.end_user_id), event,
+                                          _event_ids(key_id)("created"))], event)
     return NewKey(event, raw_key)
 
 
@@ -140,33 +180,39 @@ async def revoke_key(services: Services, key: KeyInfo) -> None:
     await record(services, [NewEvent(key_stream(key), event, event_id=f"{key.key_id}.revoked")])
 
 
-async def create_end_user(services: Services, platform_id: str, create: EndUserCreate) -> tuple[EndUser, NewKey, bool]:
-    """The end user of ``create.external_id`` (new, or existing) with a fresh key; True when new."""
+async def create_end_user(services: Services, platform_id: str, create: EndUserCreate,
+                          keyed: Optional[Keyed] = None) -> tuple[EndUser, NewKey, bool]:
+    """The end user of ``create.external_id`` (new, or existing) with a fresh key; True when new.
+
+    With an Idempotency-Key, a retry answers the original key, and True when the original
+    created the user: its key is then version 2 of the user's stream (after ``end_user.created``).
+    """
     end_user_id = end_user_id_for(platform_id, create.external_id)
     stream = end_user_stream(end_user_id)
-    raw_key = new_raw_key(END_USER_KEY_PREFIX)
-    key = key_created(platform_id, raw_key, end_user_id)
+    raw_key, key_id = _new_key(services, END_USER_KEY_PREFIX, f"{platform_id}:end_user", keyed)
+    key = _with_id(key_created(platform_id, raw_key, end_user_id), key_id)
+    ids = _event_ids(key_id)
     if services.tenancy.end_user(platform_id, end_user_id) is None:
         batch = [
             NewEvent(stream, EndUserCreated(end_user_id, platform_id, create.external_id, create.display_name,
-                                            create.metadata), expected_version=0),
-            NewEvent(stream, key),
+                                            create.metadata), ids("user"), expected_version=0),
+            NewEvent(stream, key, ids("created")),
         ]
         default_micros = services.tenancy.platforms[platform_id].default_budget_micros
         if default_micros:
             budget = BudgetSet(platform_id, end_user_id, f"bud_{uuid.uuid4().hex[:24]}", default_micros,
                                DEFAULT_BUDGET_PERIOD)
-            batch.append(NewEvent(budget_stream(end_user_id), budget, expected_version=0))
+            batch.append(NewEvent(budget_stream(end_user_id), budget, ids("budget"), expected_version=0))
         try:
-            await record(services, batch)
-            return services.tenancy.end_users[end_user_id], NewKey(key, raw_key), True
+            recorded = await _record_key(services, batch, key)
+            return services.tenancy.end_users[end_user_id], NewKey(key, raw_key), recorded.version == 2
         except ConcurrencyConflict as exc:  # a concurrent create (or another process) made this user first
             if exc.stream != stream:
                 raise
             current = await services.store.read_stream(stream)
             await services.runner.wait_for(current[-1].position, PROJECTION_WAIT_S_MAX)
-    await record(services, [NewEvent(stream, key)])
-    return services.tenancy.end_users[end_user_id], NewKey(key, raw_key), False
+    recorded = await _record_key(services, [NewEvent(stream, key, ids("created"))], key)
+    return services.tenancy.end_users[end_user_id], NewKey(key, raw_key), recorded.version == 2
 
 
 async def update_end_user(services: Services, user: EndUser, patch: EndUserPatch) -> EndUser:

@@ -15,8 +15,8 @@ PLATFORM_VISIBLE_S_MAX = 3  # a CLI-created platform is visible to the server wi
 HTTP = httpx.Client(timeout=30)  # one client: a new one per request costs ~50 ms of set-up
 
 
-def call(gateway, method: str, path: str, key: str, body=None, **params) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {key}"}
+def call(gateway, method: str, path: str, key: str, body=None, headers=None, **params) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}", **(headers or {})}
     content = None if body is None else json.dumps(body)
     response = HTTP.request(method, gateway.url + path, headers=headers, content=content, params=params or None)
     RAW_KEYS.setdefault(gateway.url, []).extend(_raw_keys(response))

@@ -3,7 +3,9 @@ their keys and their rate-limit overrides. Platform key of the path's platform o
 
 DELETE deactivates (the user stays, ``is_active`` false, and their keys answer 401);
 PATCH ``is_active: true`` brings them back. A repeated create of a deactivated user's
-external id answers that user as it is (still deactivated) with a fresh key.
+external id answers that user as it is (still deactivated) with a fresh key. With an
+``Idempotency-Key`` header, a retried create (of a user or a key) answers the original key
+and status instead of minting another (gateway.idempotency).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from quart_trio import QuartTrio
 from gateway import tenancy_commands as commands
 from gateway.errors import not_found
 from gateway.http import json_response, platform_key
+from gateway.idempotency import keyed
 from gateway.services import Services
 from gateway.tenancy_commands import NewKey
 from gateway.tenancy_input import (
@@ -54,8 +57,9 @@ def register(app: QuartTrio, services: Services) -> None:
     @app.post(BASE)
     async def create_end_user(platform_id: str) -> Response:
         platform_key(services, platform_id)
-        create = parse_end_user_create(await object_body())
-        user, key, created = await commands.create_end_user(services, platform_id, create)
+        body = await object_body()
+        create = parse_end_user_create(body)
+        user, key, created = await commands.create_end_user(services, platform_id, create, keyed(body))
         body = end_user_object(user) | {"api_key": _raw_key_object(key)}
         return json_response(body, 201 if created else 200)
 
@@ -78,8 +82,9 @@ def register(app: QuartTrio, services: Services) -> None:
     @app.post(BASE + "/<end_user_id>/api-keys")
     async def create_end_user_key(platform_id: str, end_user_id: str) -> Response:
         user = _owned_user(services, platform_id, end_user_id)
-        expires_at = parse_key_create(await object_body())
-        created = await commands.create_end_user_key(services, user, expires_at)
+        body = await object_body()
+        expires_at = parse_key_create(body)
+        created = await commands.create_end_user_key(services, user, expires_at, keyed(body))
         body = key_object(tenancy.keys_by_id[created.event.key_id]) | {"raw_key": created.raw_key}
         return json_response(body, 201)
 

@@ -3,7 +3,7 @@
 Management routes need a platform key of the platform in the path (an end-user key: 403;
 another platform: 404, so ids leak nothing). Every write is one atomic append
 (gateway.tenancy_commands) and answers once the projection has applied it, so a following
-read sees it. The end-user routes live in gateway.routes.end_users and register from here.
+read sees it. Key creates honour ``Idempotency-Key`` (gateway.idempotency). The end-user routes live in gateway.routes.end_users and register from here.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from quart_trio import QuartTrio
 from gateway import tenancy_commands as commands
 from gateway.errors import invalid
 from gateway.http import end_user_key, json_response, platform_key
+from gateway.idempotency import keyed
 from gateway.routes import end_users
 from gateway.routes.end_users import owned_key
 from gateway.services import Services
@@ -53,8 +54,9 @@ def register(app: QuartTrio, services: Services) -> None:
     @app.post("/v1/platforms/<platform_id>/api-keys")
     async def create_key(platform_id: str) -> Response:
         platform_key(services, platform_id)
-        expires_at = parse_key_create(await object_body())
-        created = await commands.create_platform_key(services, platform_id, expires_at)
+        body = await object_body()
+        expires_at = parse_key_create(body)
+        created = await commands.create_platform_key(services, platform_id, expires_at, keyed(body))
         body = key_object(tenancy.keys_by_id[created.event.key_id]) | {"raw_key": created.raw_key}
         return json_response(body, 201)
 
