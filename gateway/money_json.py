@@ -1,4 +1,11 @@
-"""Money at the HTTP edge: JSON numbers of USD (at most 6 decimals) <-> integer micro-USD."""
+"""Money at the HTTP edge: JSON numbers of USD (at most 6 decimals) <-> integer micro-USD.
+
+Every money input of the API (wallet and budget top-ups, budget limits and thresholds, a
+platform's ``default_budget_usd``) goes through ``parse_usd``: a JSON number, as CONTRACT
+says; a string such as ``"5"`` is a 400 ``invalid_type`` (one rule everywhere, so a client
+that works on one route works on all). A float is read through its shortest repr, so 0.1 is
+exactly 100000 micro-USD; more than 6 decimals is a 400, never a rounding.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +22,13 @@ AMOUNT_USD_MAX = Decimal("1000000000")  # no single amount above a billion dolla
 def parse_usd(value: Any, param: str, *, allow_zero: bool = False) -> int:
     """A USD amount from JSON as integer micro-USD; 400 naming ``param`` when it is not one.
 
-    Accepts a JSON number (or a decimal string) with at most 6 decimals, > 0 (>= 0 with
-    ``allow_zero``). Floats are read through their shortest repr, so 0.1 is exactly 0.1.
+    Accepts a JSON number with at most 6 decimals, > 0 (>= 0 with ``allow_zero``), at most
+    ``AMOUNT_USD_MAX``.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise invalid(f"Invalid '{param}': expected a number of USD.", param, "invalid_type")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid(f"Invalid type for '{param}': expected a JSON number of USD.", param, "invalid_type")
     try:
-        amount = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+        amount = Decimal(repr(value) if isinstance(value, float) else value)
     except InvalidOperation:
         raise invalid(f"Invalid '{param}': {value!r} is not a number.", param, "invalid_type") from None
     if not amount.is_finite():

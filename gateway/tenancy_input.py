@@ -9,10 +9,8 @@ field may be empty.
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
 from typing import Any, Optional
 
 import attrs
@@ -21,14 +19,13 @@ from quart import request
 
 from gateway.errors import invalid
 from gateway.http import json_body
+from gateway.money_json import parse_usd
 
 NAME_CHARS_MAX = 100  # platform and key names
 EXTERNAL_ID_CHARS_MAX = 255
 DISPLAY_NAME_CHARS_MAX = 100
 METADATA_BYTES_MAX = 16 * 1024  # an end user's metadata object, encoded as JSON
 RATE_LIMIT_MAX = 1_000_000_000  # requests or tokens per window
-DEFAULT_BUDGET_USD_MAX = Decimal(1_000_000_000)  # keeps micro-USD far inside int64
-MICROS_PER_USD = 1_000_000
 RATE_LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "rpd_limit")
 
 
@@ -115,24 +112,8 @@ def rate_limit(value: Any, param: str) -> Optional[int]:
 
 
 def usd_micros(value: Any, param: str) -> Optional[int]:
-    """A JSON number of USD > 0 with at most 6 decimals, as exact integer micro-USD (None stays None)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise invalid(f"Invalid type for '{param}': expected a number of USD.", param, "invalid_type")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise invalid(f"Invalid '{param}': expected a finite number.", param, "invalid_value")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise invalid(f"Invalid '{param}': expected a number of USD.", param, "invalid_value") from None
-    if not Decimal(0) < amount <= DEFAULT_BUDGET_USD_MAX:
-        raise invalid(f"Invalid '{param}': expected a value above 0 and at most {DEFAULT_BUDGET_USD_MAX}.",
-                      param, "invalid_value")
-    micros = amount * MICROS_PER_USD
-    if micros != micros.to_integral_value():
-        raise invalid(f"Invalid '{param}': at most 6 decimal places (micro-USD).", param, "invalid_value")
-    return int(micros)
+    """A JSON number of USD > 0 as exact integer micro-USD (None stays None): gateway.money_json's rule."""
+    return None if value is None else parse_usd(value, param)
 
 
 def expires_at(value: Any, param: str = "expires_at") -> Optional[int]:

@@ -1,8 +1,10 @@
 """Wallet, budgets, logs and usage routes (CONTRACT management API, platform keys; /v1/me/budget).
 
 Writes are ledger appends whose event ids derive from the ``Idempotency-Key`` header when
-one is sent, so a retried top-up is recorded once; the same key with another body is 409.
-Every answer waits until the projections have applied the write.
+one is sent, so a retried top-up or budget create is recorded once and answers the original
+result; the same key with another body is 409 ``idempotency_key_reused``. A budget PATCH
+that changes nothing (``{}`` included) records nothing. Every bad input is a 400 that
+records nothing. Every answer waits until the projections have applied the write.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from quart_trio import QuartTrio
 
 from gateway.errors import ApiError, invalid, not_found
 from gateway.http import end_user_key, json_body, json_response, platform_key
+from gateway.idempotency import header_key, reused
 from gateway.money_json import iso, parse_usd, usd
 from gateway.paging import int_arg
 from gateway.services import Services
@@ -28,6 +31,7 @@ from projections.money import PERIODS, Budget, Txn, budget_stream, wallet_stream
 RECENT_TRANSACTIONS = 5  # shown inline with a wallet
 BUDGET_FIELDS = {"max_usd", "period", "auto_replenish", "replenish_amount", "low_balance_threshold", "is_suspended"}
 GROUP_BY = ("end_user", "model", "day")
+DESCRIPTION_CHARS_MAX = 500  # a top-up's description, kept in the ledger and every statement
 
 
 def page_of(items: list[Any]) -> dict[str, Any]:
@@ -62,10 +66,21 @@ def _only(body: Any, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
+def _description(body: dict[str, Any]) -> Optional[str]:
+    """A top-up's optional ``description``: a string of at most DESCRIPTION_CHARS_MAX characters."""
+    description = body.get("description")
+    if description is not None and not isinstance(description, str):
+        raise invalid("Invalid type for 'description': expected a string.", "description", "invalid_type")
+    if description is not None and len(description) > DESCRIPTION_CHARS_MAX:
+        raise invalid(f"Invalid 'description': at most {DESCRIPTION_CHARS_MAX} characters.", "description",
+                      "invalid_value")
+    return description
+
+
 def _event_id(kind: str, scope: str) -> str:
     """A fresh id, or one derived from the Idempotency-Key so a retry appends nothing new."""
-    key = request.headers.get("Idempotency-Key")
-    if not key:
+    key = header_key()
+    if key is None:
         return f"{kind}_{uuid.uuid4().hex}"
     return f"{kind}_" + hashlib.sha256(f"{scope}:{kind}:{key}".encode()).hexdigest()[:32]
 
@@ -74,8 +89,7 @@ async def _record(services: Services, new: NewEvent) -> None:
     """Append; a retried Idempotency-Key must carry the same body (409 otherwise)."""
     [recorded] = await services.store.append([new])
     if recorded.event != new.event:
-        raise ApiError(409, "This Idempotency-Key was already used with a different request body.",
-                       code="idempotency_key_reused")
+        raise reused()
     await services.runner.wait_for(recorded.position)
 
 
@@ -143,9 +157,7 @@ def register(app: QuartTrio, services: Services) -> None:
         platform_key(services, pid)
         body = _only(await json_body(), {"amount", "description"})
         amount = parse_usd(body.get("amount"), "amount")
-        description = body.get("description")
-        if description is not None and not isinstance(description, str):
-            raise invalid("Invalid 'description': expected a string.", "description", "invalid_type")
+        description = _description(body)
         txn_id = _event_id("txn", pid)
         await _record(services, NewEvent(wallet_stream(pid), WalletCredited(pid, txn_id, "top_up", amount,
                                                                             description), txn_id))
@@ -164,10 +176,11 @@ def register(app: QuartTrio, services: Services) -> None:
         platform_key(services, pid)
         end_user_of(pid, euid)
         body = _only(await json_body(), BUDGET_FIELDS)
-        if services.money.budget(euid) is not None:
+        budget_id = _event_id("bud", euid)
+        existing = services.money.budget(euid)
+        if existing is not None and existing.budget_id != budget_id:  # equal ids: a retry of this very create
             raise ApiError(409, "This end user already has a budget; change it with PATCH.", code="budget_exists")
         settings = _budget_settings(body, None)
-        budget_id = _event_id("bud", euid)
         await _record(services, NewEvent(budget_stream(euid), BudgetSet(pid, euid, budget_id, **settings), budget_id))
         return json_response(budget_json(budget_of(euid), int(time.time())), 201)
 
@@ -184,8 +197,9 @@ def register(app: QuartTrio, services: Services) -> None:
         body = _only(await json_body(), BUDGET_FIELDS)
         budget = budget_of(euid)
         settings = _budget_settings(body, budget)
-        event = BudgetSet(pid, euid, budget.budget_id, **settings)
-        await _record(services, NewEvent(budget_stream(euid), event, _event_id("budset", euid)))
+        if settings != _budget_settings({}, budget):  # a PATCH that changes nothing records nothing
+            event = BudgetSet(pid, euid, budget.budget_id, **settings)
+            await _record(services, NewEvent(budget_stream(euid), event, _event_id("budset", euid)))
         return json_response(budget_json(budget_of(euid), int(time.time())))
 
     @app.post("/v1/platforms/<pid>/end-users/<euid>/budget/topup")
@@ -194,9 +208,10 @@ def register(app: QuartTrio, services: Services) -> None:
         end_user_of(pid, euid)
         body = _only(await json_body(), {"amount", "description"})
         amount = parse_usd(body.get("amount"), "amount")
+        description = _description(body)
         budget_of(euid)
         txn_id = _event_id("btxn", euid)
-        event = BudgetToppedUp(pid, euid, txn_id, amount, body.get("description"))
+        event = BudgetToppedUp(pid, euid, txn_id, amount, description)
         await _record(services, NewEvent(budget_stream(euid), event, txn_id))
         return json_response(budget_json(budget_of(euid), int(time.time())), 201)
 
