@@ -4,10 +4,12 @@
 (tests/fakes/mcp_server.py), the fake model upstream (tests/fakes/mcp_model.py, an OpenAI
 Chat Completions server) and ``assistiv serve`` configured for both, with ``[mcp]`` set by
 the caller (the allowlist always names loopback). Everything stops when the context ends.
+``silent_server()`` gives the URL of a server that never answers (for timeouts).
 """
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -67,6 +69,18 @@ class McpStack:
 
     def head(self) -> int:
         return httpx.get(self.gateway.url + "/healthz", timeout=30).json()["position"]
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """An MCP URL on loopback whose server takes connections and never answers (a hung server)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)  # the kernel completes the handshakes; nobody ever reads or answers
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+    finally:
+        sock.close()
 
 
 @contextmanager

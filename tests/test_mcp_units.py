@@ -169,7 +169,8 @@ def test_a_listing_counts_only_for_the_same_url_and_filter():
     assert McpServer("s", "https://h.example/mcp?key=secret-one").listing_key() == McpServer(
         "s", "https://h.example/mcp?key=secret-two").listing_key()  # the key holds no secret
     unkeyed = McpLoop("resp_1", [McpServer("srv", "https://elsewhere.example/mcp")],
-                      [{**item, "id": "mcpl_made_elsewhere", "tools": TOOLS}], McpConfig(), None, None, [], clock=Clock())
+                      [{**item, "id": "mcpl_made_elsewhere", "tools": TOOLS}], McpConfig(), None, None, [],
+                      clock=Clock())
     assert unkeyed.servers_to_list() == []
 
 

@@ -108,6 +108,7 @@ class McpLoop:
             self.calls_max, self.calls_limit = config.mcp_calls_max, "mcp_calls_max"
         self.listed: set[str] = set()
         self.listing_limit = "call_timeout_s"  # the limit that bounds this response's listings
+        self.listing_timeout_s = config.call_timeout_s
         requests: dict[str, dict[str, Any]] = {}
         for item in history:
             kind = item["type"]
@@ -147,8 +148,9 @@ class McpLoop:
 
     @staticmethod
     def listing_item(server: McpServer) -> dict[str, Any]:
-        return {"id": f"{new_id('mcpl')}_{server.listing_key()}", "type": "mcp_list_tools", "server_label": server.label, "tools": [],
-                "error": None}
+        """The item as it starts; its id ends with the server's listing key (see the module docstring)."""
+        return {"id": f"{new_id('mcpl')}_{server.listing_key()}", "type": "mcp_list_tools",
+                "server_label": server.label, "tools": [], "error": None}
 
     def _remaining_s(self) -> float:
         return self.started_at + self.config.time_budget_s - self.clock()
@@ -158,6 +160,7 @@ class McpLoop:
         remaining = self._remaining_s()
         timeout_s = max(0.0, min(self.config.call_timeout_s, remaining))
         self.listing_limit = "time_budget_s" if remaining < self.config.call_timeout_s else "call_timeout_s"
+        self.listing_timeout_s = timeout_s
         listings: dict[str, Listing] = {}
 
         async def one(server: McpServer) -> None:
@@ -173,7 +176,8 @@ class McpLoop:
         if listing.error is not None:
             error, limit = listing.error, self.listing_limit
             if listing.timed_out:
-                error = f"{error.rstrip('.')} ({limit}: {self.limit_value(limit)})."
+                error = (f"Listing tools timed out after {round(self.listing_timeout_s, 1):g} s "
+                         f"({limit}: {self.limit_value(limit)}).")
             events: list[Any] = [McpToolsListed(self.response_id, output_index, label, [], listing.duration_ms,
                                                 f"Error retrieving tool list from MCP server '{label}': {error}")]
             if listing.timed_out:
@@ -308,7 +312,7 @@ class McpLoop:
             if limit == "time_budget_s":
                 self.closed = self.closed or limit
             error = {"type": "mcp_protocol_error", "code": REQUEST_TIMEOUT, "message": f"The tool call timed out "
-                     f"after {plan.timeout_s:g} s ({limit}: {self.limit_value(limit)})."}
+                     f"after {round(plan.timeout_s, 1):g} s ({limit}: {self.limit_value(limit)})."}
         if output is not None:
             output = server.scrub(output)
             chars = len(output)
