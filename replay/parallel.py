@@ -9,8 +9,9 @@ in milliseconds and need no re-import), else spawned.
 Cancellation (Ctrl-C): pending tasks are cancelled and the workers are terminated; the
 ledger is only ever read, so nothing needs cleaning up.
 
-``Progress`` writes one line to stderr, rewritten in place at most every 0.1 s, only when
-stderr is a terminal (or ASSISTIV_PROGRESS=1); piped output stays clean.
+``Progress`` draws a bar on stderr (``verify [#########...........]  45% 1.2 s (12/27 tasks)``;
+a running count when the total is unknown), rewritten in place at most every 0.1 s, only
+when stderr is a terminal (or ASSISTIV_PROGRESS=1); piped output stays clean.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Callable, Optional, Sequence, TextIO
 
 Task = tuple[Callable[..., Any], tuple]
 REFRESH_S = 0.1  # at most this often the progress line is rewritten
+BAR_CHARS = 30  # the bar's width in characters
 
 
 @contextlib.contextmanager
@@ -90,7 +92,7 @@ def run_tasks(tasks: Sequence[Task], jobs: int, on_done: Optional[Callable[[int]
 
 
 class Progress:
-    """``label: done/total unit (pct) elapsed`` on stderr, in place; silent unless on a terminal."""
+    """``label [###....] pct% elapsed (done/total unit)`` on stderr, in place; silent unless on a terminal."""
 
     def __init__(self, label: str, total: int, unit: str = "", stream: Optional[TextIO] = None,
                  enabled: Optional[bool] = None) -> None:
@@ -113,11 +115,19 @@ class Progress:
         if not self.enabled or now - self._shown < REFRESH_S:
             return
         self._shown = now
-        share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        line = f"{self.label}: {self.done:,}/{self.total:,}{self.unit}{share} {now - self.started:.1f} s"
+        line = self.line(now - self.started)
         self.stream.write("\r" + line.ljust(self._width))
         self.stream.flush()
         self._width = len(line)
+
+    def line(self, elapsed_s: float) -> str:
+        """The bar (or, with no total yet, the count) as it is drawn."""
+        if not self.total:
+            return f"{self.label} {self.done:,}{self.unit} {elapsed_s:.1f} s"
+        share = min(1.0, max(0.0, self.done / self.total))
+        filled = int(share * BAR_CHARS)
+        return (f"{self.label} [{'#' * filled}{'.' * (BAR_CHARS - filled)}] {int(share * 100):3d}% {elapsed_s:.1f} s "
+                f"({self.done:,}/{self.total:,}{self.unit})")
 
     def advance(self, amount: int = 1) -> None:
         self.update(self.done + amount)

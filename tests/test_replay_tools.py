@@ -76,9 +76,39 @@ def test_verify_render_produces_every_streams_bytes(capsys, copy):
 
 
 def test_progress_shows_on_request(copy):
-    """With ASSISTIV_PROGRESS=1 (as on a terminal) a progress line is drawn on stderr and cleared."""
+    """With ASSISTIV_PROGRESS=1 (as on a terminal) a progress bar is drawn on stderr and cleared."""
     done = cli(*data_dir(copy), "verify", env={"ASSISTIV_PROGRESS": "1"})
-    assert done.returncode == 0 and b"\rverify: " in done.stderr and b"tasks" in done.stderr
+    assert done.returncode == 0 and b"\rverify [" in done.stderr and b"tasks)" in done.stderr
+
+
+class FakeTerminal(io.StringIO):
+    """A text stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_draws_a_bar_on_a_terminal_and_nothing_when_piped(monkeypatch):
+    """On a terminal: a bar with percent, time and counts, rewritten in place, cleared at close; piped: silent."""
+    from replay.parallel import BAR_CHARS, Progress
+
+    monkeypatch.delenv("ASSISTIV_PROGRESS", raising=False)
+    terminal, pipe = FakeTerminal(), io.StringIO()
+    bars = [Progress("verify", 20, " tasks", stream=stream) for stream in (terminal, pipe)]
+    for bar in bars:
+        bar.update(9)
+    drawn = terminal.getvalue()
+    filled = int(0.45 * BAR_CHARS)
+    assert drawn.startswith("\rverify [" + "#" * filled + "." * (BAR_CHARS - filled) + "]  45% 0.")
+    assert drawn.endswith(" s (9/20 tasks)")
+    bars[0].update(20)
+    bars[0]._shown = 0.0  # as if the refresh interval had passed
+    bars[0].update(20)
+    assert "[" + "#" * BAR_CHARS + "] 100% " in terminal.getvalue()
+    for bar in bars:
+        bar.close()
+    assert terminal.getvalue().endswith("\r" + " " * len(bars[0].line(0.0)) + "\r")
+    assert pipe.getvalue() == ""
 
 
 def test_python_m_replay_is_assistiv_replay(copy, ledger):
@@ -286,3 +316,4 @@ def test_materialised_rows_and_checkpoint_commit_together(ledger, tmp_path):
     assert update(conn, target) == sql(path, "SELECT max(position) FROM events")[0][0]
     assert sql(target, "SELECT count(*) FROM usage_rows")[0][0] > 0
     conn.close()
+
