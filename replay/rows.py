@@ -11,7 +11,8 @@ shape (every field, each of its exact JSON type: the same object the codec build
 three times faster); anything else goes through the codec, which decides.
 
 ``RESPONSE_ONLY`` are the types only the responses projection reacts to, so the other folds
-skip them (tests/test_replay_verify.py checks that skipping changes nothing).
+skip them (tests/test_replay_units.py::test_other_folds_may_skip_response_only_events checks
+that skipping changes nothing).
 """
 
 from __future__ import annotations

@@ -181,3 +181,23 @@ def test_other_folds_may_skip_response_only_events(rows):
     for name in everything:
         assert everything[name].fingerprint() == skipping[name].fingerprint(), name
         assert pickle.dumps(everything[name]) == pickle.dumps(skipping[name]), name
+
+
+def test_replay_imports_nothing_from_the_gateway():
+    """Importing every replay module (in a fresh interpreter) loads no `gateway` module: replay reads the ledger only."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    program = (
+        "import importlib, pkgutil, sys, replay\n"
+        "names = [m.name for m in pkgutil.iter_modules(replay.__path__, 'replay.')]\n"
+        "for name in names: importlib.import_module(name)\n"
+        "loaded = sorted(m for m in sys.modules if m == 'gateway' or m.startswith('gateway.'))\n"
+        "print(len(names), loaded)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    count, loaded = done.stdout.split(" ", 1)
+    assert int(count) >= 15 and loaded.strip() == "[]"
