@@ -5,8 +5,9 @@ ledger the ``default`` platform is created and its raw key printed once; hyperco
 worker) then binds (port 0 = any free port; the bound address is printed).
 
 Shutdown on SIGINT/SIGTERM: hypercorn stops accepting, in-flight streams get up to
-``graceful_timeout_s`` to finish, then the store's writer drains its queue and closes, and
-the process exits 0.
+``graceful_timeout_s`` to finish, then the store's writer drains its queue and closes, the
+head anchor (``<ledger>.head``, ledger/head_file.py: rewritten at most once a second while
+the gateway appends) names the final head, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from gateway.app import create_app
 from gateway.config import Config
 from gateway.platforms import create_platform
 from gateway.services import build_services, publish_prices
-from ledger.sqlite import SQLiteStore
+from ledger.head_file import AnchorWriter, anchor_path, set_aside_if_broken
+from ledger.sqlite import SQLiteStore, connect
 
 HTTP_TIMEOUT = httpx2.Timeout(connect=5.0, read=300.0, write=30.0, pool=10.0)
 KEEP_ALIVE_REQUESTS_MAX = 1_000_000  # hypercorn closes a keep-alive connection after 1,000 requests by default
@@ -40,12 +42,22 @@ def say(line: str) -> None:
 async def serve(config: Config, path: Path, host: str, port: int) -> None:
     """Run the gateway until SIGINT/SIGTERM."""
     store = SQLiteStore(path)
+    check_conn = connect(path, readonly=True)
+    try:
+        rejected = set_aside_if_broken(path, check_conn)
+    finally:
+        check_conn.close()
+    if rejected:
+        say(f"WARNING: the ledger does not hold its head anchor: {rejected}")
+    anchor = AnchorWriter(anchor_path(path))
+    store.subscribe(anchor.observe)
     async with httpx2.AsyncClient(timeout=HTTP_TIMEOUT, limits=HTTP_LIMITS) as http_client:
         services = build_services(config, store, http_client)
         app = create_app(services)
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run)
             await nursery.start(services.runner.run)
+            await nursery.start(anchor.run)
             services.background = nursery
             await publish_prices(services)
             if not services.tenancy.platforms:
@@ -70,6 +82,7 @@ async def serve(config: Config, path: Path, host: str, port: int) -> None:
                 http_nursery.cancel_scope.cancel()
             with trio.CancelScope(shield=True):
                 await store.aclose()
+            anchor.close()
             say("Assistiv gateway stopped; ledger closed.")
             nursery.cancel_scope.cancel()
 

@@ -1,6 +1,6 @@
 """``assistiv replay ...`` / ``python -m replay ...``: auditor tools over the ledger file alone.
 
-    verify [--url URL] [--against DIR] [--jobs N]   chain, projections, money, charges, renderer
+    verify [--url URL] [--against DIR] [--head FILE] [--jobs N]   chain, head anchor, projections, money, charges
     stream RESPONSE_ID [--explain]                   the exact SSE bytes the client was sent, or a timeline
     charges [--platform P] [--end-user E] [--from T] [--to T]   recompute every charge; list differences
     export --platform P [--end-user E] [--from T] [--to T] --out DIR   a dispute pack
@@ -14,6 +14,7 @@ Exit status: 0 when everything holds, 1 when a check fails, 2 for bad usage or a
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = command("verify", "check the chain, rebuild every projection, check money and charges")
     verify.add_argument("--url", help="a running gateway whose live projections to compare (http://host:port)")
     verify.add_argument("--against", help="an export (its directory or manifest.json) whose head the ledger must hold")
+    verify.add_argument("--head", help="the head anchor the gateway wrote (default: <ledger file>.head)")
     verify.add_argument("--jobs", type=int, help="worker processes (default: one per CPU, up to 4)")
     verify.add_argument("--render", action="store_true", help="also render every stream's SSE bytes (slower)")
     stream = command("stream", "print the SSE bytes of one response as they were sent")
@@ -138,7 +140,8 @@ def _verify(path: Path, args: argparse.Namespace) -> int:
         data = json.loads(manifest.read_text())
         against = {"tree_size": data["merkle"]["tree_size"], "root": data["merkle"]["root"],
                    "head_hash": data["ledger_head"]["hash"]}
-    report = verify_ledger(path, live, args.jobs, against, projections_file(path, args), args.render)
+    report = verify_ledger(path, live, args.jobs, against, projections_file(path, args), args.render,
+                           Path(args.head) if args.head else None)
     print(f"events checked:   {report.events:,}")
     print(f"chain head:       {report.head_hash}")
     print(f"platforms:        {report.platforms:,} ({report.wallets:,} wallets, {report.budgets:,} budgets)")
@@ -147,6 +150,13 @@ def _verify(path: Path, args: argparse.Namespace) -> int:
     print(f"charges:          {report.charges:,} recomputed, {report.charged_micros:,} micro-USD, "
           f"{len(report.differences):,} differ")
     print(f"open holds:       {len(report.in_flight):,} (their requests are still in flight)")
+    if report.anchor is not None:
+        written = datetime.datetime.fromtimestamp(report.anchor.written_at / 1e6, datetime.timezone.utc)
+        print(f"head anchor:      position {report.anchor.position:,}, written {written:%Y-%m-%d %H:%M:%S} UTC "
+              f"({report.anchor_file})")
+    elif report.anchor_file is None:
+        print("head anchor:      none beside the ledger: truncation of the tail cannot be checked "
+              "(--head FILE, or --against an export, checks it up to that point)")
     if report.materialised_position is not None:
         print(f"materialised:     checked up to position {report.materialised_position:,}")
     if report.merkle_root is not None:

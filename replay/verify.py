@@ -13,7 +13,13 @@
 5. With ``live`` fingerprints (from a running gateway's ``/healthz?projections=1``), the
    rebuilt projections at that same position equal the live ones; with a materialised
    projections file, its tables equal the same folds rebuilt up to its checkpoint.
-6. With ``against`` (an export's manifest), the ledger still holds the exported head record
+6. The head anchor (``<ledger>.head``, ledger/head_file.py, or ``anchor_file``): the ledger
+   still holds the record it names with the same hash, so a tail truncated (or rewritten)
+   since the gateway last wrote it is caught; anchors the gateway set aside at start-up as
+   broken are reported too. It is read before the ledger's head, so a running gateway's
+   newer anchor never looks like a truncation. Without one, the summary says the tail's
+   truncation cannot be checked.
+7. With ``against`` (an export's manifest), the ledger still holds the exported head record
    and its first ``tree_size`` records hash to the manifest's Merkle root, so a ledger
    truncated (or rewritten) since the export is caught.
 
@@ -29,6 +35,7 @@ from typing import Any, Optional
 
 import attrs
 
+from ledger import head_file
 from ledger.sqlite import connect
 from replay import chain_check, fold, rows
 from replay.charges import Difference
@@ -55,6 +62,8 @@ class VerifyReport:
     materialised_position: Optional[int] = None
     problems: list[tuple[Optional[int], str]] = attrs.field(factory=list)
     chain_break: Optional[int] = None  # where the hash chain stops; what the folds find past it is hearsay
+    anchor_file: Optional[str] = None  # the head anchor checked (None: there was none)
+    anchor: Optional[head_file.Anchor] = None
 
     @property
     def ok(self) -> bool:
@@ -74,6 +83,11 @@ class VerifyReport:
     def sorted_problems(self) -> list[tuple[Optional[int], str]]:
         """The chain's break first (everything else may follow from it), then by position."""
         return sorted(self.problems, key=lambda p: (not p[1].startswith("hash chain broken"), p[0] is None, p[0] or 0))
+
+
+def _hash_at(conn: sqlite3.Connection, position: int) -> Optional[str]:
+    row = conn.execute("SELECT hash FROM events WHERE position = ?", (position,)).fetchone()
+    return row[0] if row else None
 
 
 def ledger_root(path: str, size: int) -> tuple[str, int, Optional[str]]:
@@ -112,15 +126,40 @@ def _materialised(path: Path, conn: sqlite3.Connection, head: int, report: Verif
     return str(path), position
 
 
+def _read_anchors(path: str, anchor_file: Optional[Path], report: VerifyReport) -> Optional[head_file.Anchor]:
+    """The head anchor (None if absent or unreadable, the latter a problem); set-aside anchors are problems."""
+    file = Path(anchor_file) if anchor_file is not None else head_file.anchor_path(path)
+    for rejected in head_file.rejected_paths(path):
+        report.fail(f"the gateway found its head anchor broken at start-up and set it aside as {rejected}: the "
+                    "ledger was truncated, rewritten or restored while it was stopped (remove the file once "
+                    "that is explained)")
+    try:
+        anchor = head_file.read_anchor(file)
+    except head_file.AnchorUnreadable as exc:
+        report.anchor_file = str(file)
+        report.fail(str(exc))
+        return None
+    if anchor is not None:
+        report.anchor_file, report.anchor = str(file), anchor
+    elif anchor_file is not None:
+        report.fail(f"no head anchor at {file}")
+    return anchor
+
+
 def verify_ledger(path: str | Path, live: Optional[dict[str, Any]] = None, jobs: Optional[int] = None,
                   against: Optional[dict[str, Any]] = None, projections_file: Optional[Path] = None,
-                  render: bool = False) -> VerifyReport:
+                  render: bool = False, anchor_file: Optional[Path] = None) -> VerifyReport:
     """Run every check (see the module docstring) on the ledger file at ``path``."""
     path = str(path)
     report = VerifyReport()
+    anchor = _read_anchors(path, anchor_file, report)  # before the head: the gateway may append meanwhile
     conn = connect(path, readonly=True)
     head, head_hash = rows.head(conn)
     report.events, report.head_hash = head, head_hash
+    if anchor is not None:
+        broken = head_file.check(anchor, head, lambda p: _hash_at(conn, p))
+        if broken is not None:
+            report.fail(f"head anchor {report.anchor_file}: {broken[1]}", broken[0])
     live_position = live.get("position") if live is not None else None
     materialised = _materialised(projections_file, conn, head, report) if projections_file else None
     conn.close()

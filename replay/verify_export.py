@@ -7,7 +7,10 @@
    decodes and its type column is its tag.
 3. Proofs: every row's hash is proven (RFC 6962 inclusion) against the manifest's Merkle
    root at the manifest's tree size, and so is the head hash; with ``root`` (obtained
-   independently) the manifest's root must be that one.
+   independently) the manifest's root must be that one. A proof shows membership, never
+   completeness: an event cut out of the pack leaves every other proof valid. That nothing
+   selected is missing rests on 4 and 5 (the manifest's counts, the complete streams) and
+   on the manifest being the exporter's (its root checked against one obtained apart).
 4. Selection: every event belongs to the selected tenant and time window (a response stream
    only with its ``response.accepted``), and the streams the manifest calls complete have
    every version between their first and last.

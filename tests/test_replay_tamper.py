@@ -7,12 +7,14 @@ The ledger is made once per session by a running gateway with money in it
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from ledger.chain import GENESIS_HASH, record_hash
+from ledger.head_file import anchor_path
 from tests.replay_ledger import copy_ledger, money_ledger, position_of, replay
 
 
@@ -63,11 +65,72 @@ def rechain(path: Path, start: int) -> None:
     conn.close()
 
 
+def with_anchor(ledger, copy: Path) -> int:
+    """Copy the head anchor the gateway left beside its ledger next to ``copy``; return the position it names."""
+    shutil.copy(anchor_path(ledger.path), anchor_path(copy))
+    return json.loads(anchor_path(copy).read_text())["position"]
+
+
+def head_of(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT max(position) FROM events").fetchone()[0]
+    finally:
+        conn.close()
+
+
 def test_untouched_copy_verifies(capsys, copy):
-    """The copy itself verifies: exit 0 and an OK summary."""
+    """The copy alone (no head anchor beside it) verifies, and the summary says its tail cannot be checked."""
     code, out = verify(capsys, copy)
     assert code == 0, out
     assert "OK: the hash chain verifies" in out and "0 differ" in out
+    assert "head anchor:      none beside the ledger: truncation of the tail cannot be checked" in out
+
+
+def test_anchored_copy_verifies(capsys, ledger, copy):
+    """The anchor the gateway wrote at clean shutdown names the ledger's last record; verify checks it."""
+    position = with_anchor(ledger, copy)
+    assert position == head_of(copy)
+    code, out = verify(capsys, copy)
+    assert code == 0, out
+    assert f"head anchor:      position {position:,}, written " in out and "cannot be checked" not in out
+
+
+def test_truncated_tail_is_caught_by_the_head_anchor(capsys, ledger, copy):
+    """The last events deleted: the shorter chain is valid, but the anchor names a position the ledger lost."""
+    position = with_anchor(ledger, copy)
+    run_sql(copy, ("DELETE FROM events WHERE position > ?", (position - 3,)))
+    code, out = verify(capsys, copy)
+    assert code == 1 and "hash chain broken" not in out
+    assert (f"the ledger ends at position {position - 3}, but its head anchor recorded position {position}: "
+            f"tail truncated") in out
+    assert f"first bad position: {position - 2}" in out
+
+
+def test_rewritten_tail_is_caught_by_the_head_anchor(capsys, ledger, copy):
+    """The last record's time moved and the chain re-hashed (still valid): the anchor's hash no longer matches."""
+    position = with_anchor(ledger, copy)
+    run_sql(copy, ("UPDATE events SET recorded_at = recorded_at + 1 WHERE position = ?", (position,)))
+    rechain(copy, position)
+    code, out = verify(capsys, copy)
+    assert code == 1 and "hash chain broken" not in out
+    assert f"record {position} has hash" in out and "the ledger was rewritten at or before it" in out
+    assert f"first bad position: {position}" in out and out.count("FAILED") == 1
+
+
+def test_head_option_names_an_anchor_kept_elsewhere(capsys, ledger, copy, tmp_path):
+    """--head FILE checks an anchor kept apart from the ledger; a missing or garbled one fails, never passes."""
+    kept = tmp_path / "kept.head"
+    shutil.copy(anchor_path(ledger.path), kept)
+    position = json.loads(kept.read_text())["position"]
+    run_sql(copy, ("DELETE FROM events WHERE position = ?", (position,)))
+    code, out = verify(capsys, copy, "--head", str(kept))
+    assert code == 1 and f"its head anchor recorded position {position}: tail truncated" in out
+    code, out = verify(capsys, copy, "--head", str(tmp_path / "absent.head"))
+    assert code == 1 and f"no head anchor at {tmp_path / 'absent.head'}" in out
+    kept.write_text('{"position": 1, "hash": "not hex"}')
+    code, out = verify(capsys, copy, "--head", str(kept))
+    assert code == 1 and f"head anchor {kept} is unreadable" in out
 
 
 def test_one_edited_byte_is_caught_at_its_position(capsys, ledger, copy):
@@ -153,14 +216,13 @@ def test_rewritten_chain_is_caught_by_charges_and_the_export_root(capsys, ledger
 
 
 def test_truncated_tail_is_caught_against_an_exported_head(capsys, ledger, copy, tmp_path):
-    """The last events deleted: the shorter chain is valid on its own, but not against an export's manifest."""
+    """The last events deleted (no head anchor beside the copy): an export's manifest still catches it."""
     code, _ = replay(capsys, "--data-dir", str(copy.parent), "export", "--platform", ledger.platform_id,
                      "--out", str(tmp_path / "pack"))
     assert code == 0
     head = json.loads((tmp_path / "pack" / "manifest.json").read_text())["ledger_head"]["position"]
     assert verify(capsys, copy, "--against", str(tmp_path / "pack"))[0] == 0
     run_sql(copy, ("DELETE FROM events WHERE position > ?", (head - 3,)))
-    assert verify(capsys, copy)[0] == 0  # nothing inside the ledger can tell
     code, out = verify(capsys, copy, "--against", str(tmp_path / "pack" / "manifest.json"))
     assert code == 1 and "its tail was truncated" in out
     assert f"first bad position: {head - 2}" in out
@@ -271,3 +333,40 @@ def test_export_against_another_root_fails(capsys, pack):
     assert replay(capsys, "verify-export", str(pack))[0] == 0
     code, out = replay(capsys, "verify-export", str(pack), "--root", "ab" * 32)
     assert code == 1 and "is not the root given" in out
+
+
+def test_event_deleted_from_the_middle_of_an_export_is_caught(capsys, pack, tmp_path):
+    """A delta cut out of the pack (its proof too, files restamped): counts and the stream's versions say so."""
+    target = pack_copy(pack, tmp_path)
+    lines = (target / "events.jsonl").read_bytes().splitlines(keepends=True)
+    index = next(i for i, line in enumerate(lines) if i > len(lines) // 3 and b"response.text_delta" in line)
+    removed = json.loads(lines[index])
+    (target / "events.jsonl").write_bytes(b"".join(lines[:index] + lines[index + 1:]))
+    proofs = [p for p in (target / "proofs.jsonl").read_bytes().splitlines(keepends=True)
+              if json.loads(p)["position"] != removed["position"]]
+    (target / "proofs.jsonl").write_bytes(b"".join(proofs))
+    restamp(target, "events.jsonl")
+    restamp(target, "proofs.jsonl")
+    code, out = replay(capsys, "verify-export", str(target))
+    assert code == 1 and "each proven" in out  # every event left is still a proven member of the ledger...
+    assert "manifest events.count is" in out and "the pack holds" in out  # ...but the pack is not complete
+    assert f"stream {removed['stream']}: the manifest says versions 1.." in out and "'complete': False" in out
+
+
+def test_charges_lists_a_charge_that_differs(capsys, ledger, copy):
+    """One charge's cost edited and the chain re-hashed after it: `charges` exits 1 and lists that difference."""
+    rid = ledger.responses["completed"]
+    position = position_of(copy, "stream = ? AND type = 'usage.charged'", f"response-{rid}")
+    data = json.loads(row(copy, position)[7])
+    recorded = data["cost_micros"]
+    data["cost_micros"] = recorded + 700
+    run_sql(copy, ("UPDATE events SET data = ? WHERE position = ?",
+                   (json.dumps(data, separators=(",", ":"), sort_keys=True, ensure_ascii=False), position)))
+    rechain(copy, position)
+    code, out = replay(capsys, "--data-dir", str(copy.parent), "charges")
+    assert code == 1
+    assert (f"DIFFERENCE at position {position}: response {rid} ({ledger.platform_id}/{ledger.budget_user}, "
+            f"priced): recorded {recorded + 700} micro-USD, recomputed {recorded}") in out
+    assert out.count("DIFFERENCE at") == 1
+    code, out = replay(capsys, "--data-dir", str(copy.parent), "charges", "--platform", ledger.other_platform_id)
+    assert code == 0 and "DIFFERENCE" not in out  # another tenant's charges are not affected
