@@ -105,8 +105,10 @@ def check(anchor: Anchor, head: int, hash_at: Callable[[int], Optional[str]]) ->
         return head + 1, (f"the ledger ends at position {head}, but its head anchor recorded position "
                           f"{anchor.position}: tail truncated (positions {head + 1}..{anchor.position} are gone)")
     found = hash_at(anchor.position)
+    if found is None:
+        return anchor.position, f"record {anchor.position}, which the head anchor names, is missing"
     if found != anchor.hash:
-        return anchor.position, (f"record {anchor.position} has hash {str(found)[:16]}..., but the head anchor "
+        return anchor.position, (f"record {anchor.position} has hash {found[:16]}..., but the head anchor "
                                  f"recorded {anchor.hash[:16]}...: the ledger was rewritten at or before it")
     return None
 

@@ -18,6 +18,10 @@ record with the same hash: a ledger replaced, rewritten or truncated under it ra
 Stale), ``rebuild`` recreates the file from position 0 next to the old one and swaps it in.
 It is re-derivable, so it syncs NORMAL, not FULL.
 
+The window's transaction is this module's own ``BEGIN IMMEDIATE``; sqlite-utils 4 nests its
+writes inside it as savepoints (3.x committed inside ``insert_all``, splitting rows from
+their checkpoint: hence the pin to >= 4.0 and tests/test_replay_tools.py's injected failure).
+
 Cancellation (Ctrl-C): the open window's transaction rolls back; the file keeps the last
 committed window and its checkpoint, and the next update continues from there.
 """

@@ -79,3 +79,17 @@ def test_gateway_sets_a_broken_anchor_aside_at_start(capsys, tmp_path):
     rejected.unlink()  # explained (here: this test cut the tail): the ledger verifies again
     code, out = replay(capsys, "--data-dir", str(data_dir), "verify")
     assert code == 0, out
+
+
+def test_check_names_each_way_a_ledger_fails_its_anchor():
+    """Beyond the head: truncated; a missing or different record at its position: named there; else None."""
+    from ledger.head_file import Anchor, check
+
+    anchor = Anchor(5, "ab" * 32, 0)
+    hashes = {1: "00" * 32, 5: "ab" * 32}
+    assert check(anchor, 5, hashes.get) is None
+    assert check(anchor, 9, hashes.get) is None  # the ledger grew since: still holds the anchored record
+    assert check(anchor, 3, hashes.get) == (4, "the ledger ends at position 3, but its head anchor recorded "
+                                               "position 5: tail truncated (positions 4..5 are gone)")
+    assert check(anchor, 5, {5: "cd" * 32}.get)[0] == 5
+    assert check(anchor, 5, {}.get) == (5, "record 5, which the head anchor names, is missing")
