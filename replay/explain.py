@@ -141,16 +141,17 @@ def describe(recorded: Recorded, text_so_far: int) -> str:
     return type(event).__name__
 
 
-def stop_reason(finished: Optional[ResponseFinished], deltas: int, unstreamed_chat: bool = False) -> str:
-    """Where the stream stopped and why, in words (a non-streamed chat completion's failure is an
-    HTTP error after output too)."""
+def stop_reason(finished: Optional[ResponseFinished], deltas: int, chat: str = "") -> str:
+    """Where the stream stopped and why, in words. ``chat``: "stream" or "json" for a chat
+    completion (its stream ends with an error chunk; a non-streamed one's failure is an HTTP error)."""
     if finished is None:
         return "still open: no response.finished is recorded (the request is in flight, or the gateway stopped)"
     if finished.interruption == CLIENT_DISCONNECTED:
         return f"client left after {deltas:,} deltas; nothing more was sent"
     if finished.interruption == UPSTREAM_FAILED:
         error = f" ({finished.error.code}: {finished.error.message})" if finished.error else ""
-        told = "an HTTP error, no partial answer" if unstreamed_chat else "an error event"
+        told = {"json": "an HTTP error, no partial answer", "stream": "a final error chunk and no [DONE]"}.get(
+            chat, "an error event")
         return f"upstream dropped after {deltas:,} deltas{error}; the client got {told}"
     if finished.interruption == FAILED_BEFORE_OUTPUT:
         error = f" ({finished.error.code}: {finished.error.message})" if finished.error else ""
@@ -187,7 +188,8 @@ def explain(conn: sqlite3.Connection, response_id: str, out: TextIO) -> int:
         offset = f"+{(recorded.recorded_at - start) / 1e6:.6f}"
         out.write(f"  {offset:>12} s  #{recorded.position:<9} {version:>6}  "
                   f"{_tag(recorded):<26} {describe(recorded, text)}\n")
-    out.write(f"\nstopped: {stop_reason(finished, deltas, _unstreamed_chat(own))}\n")
+    chat = ("json" if _unstreamed_chat(own) else "stream") if is_chat(accepted) else ""
+    out.write(f"\nstopped: {stop_reason(finished, deltas, chat)}\n")
     out.write(f"sent to the client: {_sent(own, response_id)}\n")
     _billing(conn, charge, finished, out)
     return 0

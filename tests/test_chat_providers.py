@@ -43,6 +43,16 @@ TOOL_CALL = {  # the upstream calls get_weather (Gemini sends no call id: the ad
     "gemini": lambda: gemini.tool_calls_answer([("get_weather", json.loads(ARGS))]),
 }
 
+TRUNCATED_TOOL_CALL = {  # the upstream hits its token limit inside a tool call's arguments
+    "openai-chat": lambda: openai_chat.tool_calls_answer([("call_w1", "get_weather", ARGS[:9])], finish="length"),
+    "openai-responses": lambda: lambda request: openai_responses.Stream().start().tool_calls(
+        [("call_w1", "get_weather", ARGS[:9])]).incomplete("max_output_tokens").steps(),
+    "anthropic": lambda: lambda request: anthropic.sse(
+        anthropic.head() + anthropic.tool_block("call_w1", "get_weather", ARGS[:9], 0) + anthropic.tail("max_tokens")),
+    "gemini": lambda: lambda request: gemini.sse([gemini.chunk(
+        [{"functionCall": {"name": "get_weather", "args": {}}}], finish="MAX_TOKENS", usage=gemini.USAGE)]),
+}
+
 
 def _tool_results(body: dict) -> list[Any]:
     """The tool results an upstream request carries, in its provider's own form."""
@@ -159,6 +169,19 @@ def test_token_limit_says_length(upstream_gateway):
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
 
 
+def test_tool_call_cut_by_the_token_limit_says_length(upstream_gateway):
+    """A tool call cut short by the token limit says finish_reason "length", not "tool_calls" (partial arguments)."""
+    gateway, fake, _, kind = upstream_gateway
+    fake.handler = TRUNCATED_TOOL_CALL[kind]()
+    client = chat_client(gateway)
+    messages = [{"role": "user", "content": "Weather in Madrid?"}]
+    plain = client.chat.completions.create(model="fake-model", messages=messages, tools=[WEATHER])
+    assert plain.choices[0].finish_reason == "length"
+    assert [c.function.name for c in plain.choices[0].message.tool_calls] == ["get_weather"]
+    chunks = list(client.chat.completions.create(model="fake-model", messages=messages, tools=[WEATHER], stream=True))
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+
+
 def test_tool_calls_round_trip(upstream_gateway):
     """Tool calls (plain and streamed) reach the SDK; the tool message reaches the upstream in its own form."""
     gateway, fake, module, kind = upstream_gateway
@@ -211,6 +234,10 @@ def test_upstream_drop_ends_chat_stream_with_error_chunk_and_replays_exactly(ups
     assert set(last) == {"error"} and last["error"]["code"] == "upstream_error"
     completion_id = first_id(received)
     assert replay(gateway, completion_id) == received
+    explained = replay(gateway, completion_id, "--explain").decode()
+    assert "the client got a final error chunk and no [DONE]" in explained
+    assert f"{len(received):,} bytes of SSE, {len(frames) - 1} chat.completion.chunk frames, then an error chunk" \
+        in explained
     row = log_row(gateway, completion_id)
     assert row["request_type"] == "chat.completion" and row["status"] == "interrupted"
     assert row["completion_tokens"] >= 1 and row["billing_status"] == "billed"
