@@ -1,4 +1,9 @@
-"""MCP billing: one log row per model call of the loop, and mcp_usage after the monthly free tier."""
+"""MCP billing: one log row per model call of the loop, and mcp_usage after the monthly free tier.
+
+A call is charged when it starts (with the monthly count, in one append), so a call that then
+fails is charged too: the gateway made it, and the server may have acted. Calls refused before
+running (a limit, bad arguments, a tool no longer allowed, a wallet that cannot pay) are not.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,15 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from gateway.billing.run import RunBilling
+from gateway.config import McpConfig, load_config
+from ledger.events import WalletCredited
+from ledger.memory import MemoryStore
+from ledger.store import NewEvent
+from projections.money import wallet_stream
 from tests.fakes.mcp_model import script
 from tests.mcp_stack import mcp_stack
+from tests.test_money import Clock, at, make_book, reservation
 
 INPUT_PRICE, OUTPUT_PRICE = Decimal("100.00"), Decimal("200.00")  # USD per million tokens
 FREE_CALLS = 1
@@ -80,3 +92,68 @@ def test_replay_verify_after_mcp_money(stack):
     done = stack.gateway.cli("replay", "--data-dir", str(stack.gateway.data_dir), "verify", "--url",
                              stack.gateway.url, check=False)
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+
+
+def test_a_failed_call_is_charged_a_refused_one_is_not(stack):
+    """A call that runs and fails is counted and charged (a "failed" log row); bad arguments are not run nor charged."""
+    pid = stack.gateway.platform_id
+    response = stack.client().responses.create(model="mcp-model", tools=[stack.tool()], input=script(
+        ("t__fail", {"reason": "charged"})) + "\ncall t__add not-json")
+    failed, refused = (o for o in response.output if o.type == "mcp_call")
+    assert failed.error.type == "mcp_tool_execution_error" and refused.error.code == -32602
+    [charge] = stack.events(response.id, "mcp.usage_charged")
+    assert charge["call_item_id"] == failed.id and charge["name"] == "fail"
+    rows = [r for r in api(stack, "GET", f"/platforms/{pid}/logs").json()["data"]
+            if r["response_id"] == response.id and r["request_type"] == "mcp_tool"]
+    assert [(r["model_id"], r["status"]) for r in rows] == [("fail", "failed")]
+    assert micros(float(rows[0]["estimated_cost_usd"])) == charge["cost_micros"]
+
+
+def charges(book, count: int, config: McpConfig, rid: str = "r1") -> tuple[list, list]:
+    """The charges (and refusals) of ``count`` MCP calls of response ``rid``, in the book's month."""
+    billing = RunBilling(book, reservation(rid, euid=None), 0, catch_up=None, mcp=config)
+    return billing.mcp_charges((i, f"mcp_{i}", "srv", "add") for i in range(count))
+
+
+async def test_defaults_are_1000_free_calls_then_a_tenth_of_a_cent(tmp_path):
+    """A config without MCP price lines: 1,000 calls a month free, then 1,000 micro-USD ($0.001) each."""
+    path = tmp_path / "gateway.toml"
+    path.write_text('[mcp]\nurl_allowlist = ["http://127.0.0.1"]\n')
+    config = load_config(path).mcp
+    store, clock = MemoryStore(), Clock(at(2026, 5, 5))
+    await store.append([NewEvent(wallet_stream("p"), WalletCredited("p", "t", "top_up", 1_000_000))])
+    book, _, _ = await make_book(store, clock)
+    events, refusals = charges(book, 1_001, config)
+    assert refusals == [None] * 1_001
+    assert [e.event.cost_micros for e in events] == [0] * 1_000 + [1_000]
+    assert (events[-1].event.call_number, events[-1].event.free_calls, events[-1].event.billing_status) == (
+        1_001, 1_000, "billed")
+
+
+async def test_the_count_starts_again_with_each_utc_month(tmp_path):
+    """The free tier counts per UTC calendar month: the first call of June is free again."""
+    store, clock = MemoryStore(), Clock(at(2026, 5, 31, 23, 59, 59))
+    await store.append([NewEvent(wallet_stream("p"), WalletCredited("p", "t", "top_up", 1_000_000))])
+    book, money, _ = await make_book(store, clock)
+    config = McpConfig(free_calls_per_month=1)
+    may, _ = charges(book, 2, config)
+    await store.append(may)
+    clock.now = at(2026, 6, 1)
+    june, _ = charges(book, 1, config, rid="r2")
+    await store.append(june)
+    assert [(e.event.period, e.event.call_number, e.event.cost_micros) for e in may + june] == [
+        ("2026-05", 1, 0), ("2026-05", 2, 1_000), ("2026-06", 1, 0)]
+    wallet = money.wallet_view("p")
+    assert wallet.mcp_calls == {"2026-05": 2, "2026-06": 1} and wallet.balance_micros == 1_000_000 - 1_000
+
+
+async def test_a_wallet_that_cannot_pay_refuses_the_call_and_records_nothing(tmp_path):
+    """Past the free tier with less than the price in the wallet: a 402 refusal for that call, no charge."""
+    store, clock = MemoryStore(), Clock(at(2026, 5, 5))
+    await store.append([NewEvent(wallet_stream("p"), WalletCredited("p", "t", "top_up", 999))])
+    book, money, _ = await make_book(store, clock)
+    events, refusals = charges(book, 2, McpConfig(free_calls_per_month=1))
+    assert [e.event.cost_micros for e in events] == [0] and refusals[0] is None
+    assert (refusals[1].status, refusals[1].code) == (402, "wallet_insufficient")
+    await store.append(events)
+    assert money.wallet_view("p").mcp_calls == {"2026-05": 1} and money.wallet_view("p").balance_micros == 999
