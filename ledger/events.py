@@ -442,6 +442,25 @@ class McpUsageCharged:
     billing_status: str  # free | billed
 
 
+# --- the gateway process -------------------------------------------------------------------
+
+
+@attrs.frozen
+class GatewayStarted:
+    """A gateway process finished start-up and is about to serve; ``recorded_at`` says when.
+
+    ``recovery``: whether start-up recovery ran (gateway/recovery.py; off for replicas that
+    share a store). ``recovered``: the responses (and chat completions) a killed process left
+    in flight that this start finished as failed with ``gateway_restarted``, in ledger order.
+    ``position``: the ledger position the projections had reached when recovery looked.
+    """
+
+    instance_id: str
+    recovery: bool
+    recovered: list[str]
+    position: int
+
+
 Event = Union[
     PlatformCreated,
     ApiKeyCreated,
@@ -473,6 +492,7 @@ Event = Union[
     McpApprovalResponded,
     McpLimitReached,
     McpUsageCharged,
+    GatewayStarted,
 ]
 
 TAGS: dict[type, str] = {
@@ -506,6 +526,7 @@ TAGS: dict[type, str] = {
     McpApprovalResponded: "mcp.approval_responded",
     McpLimitReached: "mcp.limit_reached",
     McpUsageCharged: "mcp.usage_charged",
+    GatewayStarted: "gateway.started",
 }
 
 EVENT_TYPES: dict[str, type] = {tag: cls for cls, tag in TAGS.items()}

@@ -23,6 +23,7 @@ from ledger.events import (
     BudgetToppedUp,
     EndUserCreated,
     EndUserUpdated,
+    GatewayStarted,
     HoldPlaced,
     HoldReleased,
     PlatformUpdated,
@@ -110,6 +111,7 @@ SAMPLES = [
     McpLimitReached("resp_01", "max_tool_calls", 3, 4, "the model asked for a 4th MCP call"),
     McpUsageCharged("plat_01", "eu_7", "resp_01", 1, "mcp_01", "deepwiki", "ask", "2026-11", 1001, 1000, 1000, 1000,
                     "billed"),
+    GatewayStarted("gw_01", True, ["resp_01", "chatcmpl-02"], 1234),
 ]
 
 
