@@ -36,12 +36,12 @@ the money in gateway/billing/run.py.
 
 from __future__ import annotations
 
-import math
 from typing import Any, AsyncIterator, Optional, Sequence
 
 import attrs
 import trio
 
+from gateway.billing.estimate import emitted_usage_estimate
 from gateway.billing.run import ACCEPT_ATTEMPTS_MAX, RunBilling, busy
 from gateway.conversation import model_call
 from gateway.errors import ApiError
@@ -76,8 +76,6 @@ from ledger.events import (
 from ledger.store import EventStore, NewEvent
 from projections.responses import response_stream
 from projections.wire import CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT, UPSTREAM_FAILED, ResponseView
-
-CHARS_PER_TOKEN_ESTIMATE = 4  # documented estimate when the provider reports no usage
 
 BUFFER_FLUSH_INTERVAL_S = 0.05  # a non-streamed answer's output events reach the ledger at least this often
 BUFFER_EVENTS_MAX = 256  # ... or in batches of at most this many events
@@ -418,13 +416,7 @@ class ResponseRun(McpSteps):
         if self._usage is not None:
             return self._usage, False
         call = self._call or model_call(self.request, self.upstream_model, self.context)
-        input_chars = len(call.instructions or "")
-        for message in call.messages:
-            input_chars += sum(len(p.get("text", "")) for p in message["content"])
-            input_chars += sum(len(c["arguments"]) + len(c["name"]) for c in message.get("tool_calls", ()))
-        estimate = Usage(input_tokens=math.ceil(input_chars / CHARS_PER_TOKEN_ESTIMATE),
-                         output_tokens=math.ceil(self._output_chars / CHARS_PER_TOKEN_ESTIMATE))
-        return estimate, True
+        return emitted_usage_estimate(call, self._output_chars), True
 
     def _close_items(self, status: str, mcp: bool = True) -> list[Any]:
         """Events that finish every open item (but open MCP calls unless ``mcp``) with ``status``."""

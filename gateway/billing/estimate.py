@@ -8,13 +8,17 @@ produce more tokens than bytes) plus a per-message and per-image allowance; outp
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 import orjson
 
 from gateway.config import ModelConfig
 from gateway.providers.base import ModelCall
+from ledger.events import Usage
 from projections.pricing import worst_case_micros
+
+CHARS_PER_TOKEN_ESTIMATE = 4  # documented estimate when the provider reports no usage
 
 MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators per message
 REQUEST_OVERHEAD_TOKENS = 16
@@ -45,3 +49,18 @@ def worst_case(call: ModelCall, model: ModelConfig, hold_usd_max: str) -> int:
     output = call.max_output_tokens or model.reserve_output_tokens
     micros = worst_case_micros(input_tokens_max(call), output, model.prices())
     return min(micros, int(Decimal(hold_usd_max) * 1_000_000))
+
+
+def emitted_usage_estimate(call: ModelCall, output_chars: int) -> Usage:
+    """The documented estimate of a model call's usage when the provider reported none (marked
+    estimated where recorded): ceil(characters / 4) of the text sent and of the output emitted.
+
+    One formula for an interrupted run (gateway/pipeline.py) and for start-up recovery of a
+    run a killed gateway left behind (gateway/recovery.py).
+    """
+    input_chars = len(call.instructions or "")
+    for message in call.messages:
+        input_chars += sum(len(p.get("text", "")) for p in message["content"])
+        input_chars += sum(len(c["arguments"]) + len(c["name"]) for c in message.get("tool_calls", ()))
+    return Usage(input_tokens=math.ceil(input_chars / CHARS_PER_TOKEN_ESTIMATE),
+                 output_tokens=math.ceil(output_chars / CHARS_PER_TOKEN_ESTIMATE))
