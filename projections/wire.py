@@ -24,7 +24,8 @@ Mapping (ledger event -> SSE events, each with the next ``sequence_number``):
     mcp.call_finished        response.mcp_call.completed | .failed (the item gets its output/error)
     mcp.approval_requested   response.output_item.added + response.output_item.done (a whole item)
     response.finished        response.completed | response.incomplete | error + response.failed;
-                             nothing when the client had disconnected (nobody was listening)
+                             nothing when the client had disconnected (nobody was listening) or
+                             when start-up recovery ended it (the connection died with the process)
 
 A response that failed before any output was answered with an HTTP error, not a stream:
 ``render_stream`` gives b"" for it, since the client was sent none of these bytes.
@@ -57,7 +58,8 @@ from ledger.store import Recorded
 CLIENT_DISCONNECTED = "client_disconnected"  # the client left; nothing more was sent
 UPSTREAM_FAILED = "upstream_failed"  # the upstream broke after output started
 FAILED_BEFORE_OUTPUT = "failed_before_output"  # answered with an HTTP error instead of a stream
-SILENT_INTERRUPTIONS = (CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT)
+GATEWAY_RESTARTED = "gateway_restarted"  # the gateway died mid-response; start-up recovery ended it
+SILENT_INTERRUPTIONS = (CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT, GATEWAY_RESTARTED)
 
 
 def sse_frame(event_type: str, payload: dict[str, Any]) -> bytes:
