@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from tests.fakes import anthropic as fake_anthropic
 from tests.native_e2e import UPSTREAM_KEY, UPSTREAM_MODEL, NativeE2E
+from tests.test_responses_e2e import sync_client
+from tests.tool_loop_e2e import FINAL_TEXT, WEATHER_OUTPUT, WEATHER_TOOL
 
 
 class TestAnthropicE2E(NativeE2E):
@@ -37,3 +39,17 @@ class TestAnthropicE2E(NativeE2E):
                                           "content": '{"temp_c": 18}'}]}]
         assert [t["name"] for t in body["tools"]] == ["get_weather"]
         assert body["tool_choice"] == {"type": "auto"}
+
+    def test_tool_output_turn_without_tools_is_accepted_upstream(self, gw, upstream):
+        """The output goes back without `tools`: the fake (like Anthropic) would refuse tool blocks without tools,
+        so the adapter declares the history's tool (not callable: tool_choice none) and the answer arrives."""
+        client = sync_client(gw)
+        upstream.handler = self.tool_calls_answer()
+        first = client.responses.create(model="fake-model", input="Weather in Paris?", tools=[WEATHER_TOOL])
+        upstream.handler = fake_anthropic.text_answer(FINAL_TEXT)
+        second = client.responses.create(model="fake-model", previous_response_id=first.id, input=[
+            {"type": "function_call_output", "call_id": first.output[0].call_id, "output": WEATHER_OUTPUT}])
+        assert second.status == "completed" and second.output_text == "".join(FINAL_TEXT)
+        body = upstream.requests[-1].json()
+        assert body["tools"] == [{"name": "get_weather", "description": "", "input_schema": {"type": "object"}}]
+        assert body["tool_choice"] == {"type": "none"}
