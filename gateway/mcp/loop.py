@@ -15,14 +15,15 @@ whose id has no key (made elsewhere, or replayed from before keys) count by labe
 An approved call runs only if this request still offers its tool (``allowed_tools`` may have
 changed since the approval request); otherwise it is refused, with the reason in its item.
 
-Limits (each hit is an ``McpLimitReached`` event and visible in the response):
+Limits (each hit is an ``McpLimitReached`` event; all but the last are visible in an item):
     max_tool_calls / mcp_calls_max   calls beyond the smaller are refused (error in the item)
     call_timeout_s                   a call (or listing) running longer fails with a timeout error
     time_budget_s                    from the response's start; later calls are refused, running
-                                     ones are cut at the budget's end
+                                     ones (and listings) are cut at the budget's end, naming it
     output_chars_max                 tool output beyond it is cut, with a notice, before the
                                      model and the ledger see it
-    tools_per_server_max             tools of one server beyond it are not offered
+    tools_per_server_max             tools of one server beyond it are not offered (the item lists
+                                     the tools offered; only the ledger says how many were not)
 After a calls or time limit, the model's next turn is offered no MCP tools, so it answers.
 
 Cancellation: ``list_servers`` and ``run`` are single awaits (McpClient sessions inside);
@@ -213,7 +214,7 @@ class McpLoop:
                 function = McpFunction(name, label, name, None, {}, None)
                 refusal = {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text":
                            f"Not run: tool {name!r} of MCP server {label!r} is not among the tools this request "
-                           "allows (allowed_tools), so the approval cannot be used."}]}
+                           "offers (allowed_tools), so the approval cannot be used."}]}
             calls.append(PendingCall(function, new_id("mcp"), arguments=request["arguments"],
                                      approval_request_id=request["id"], refusal=refusal))
         return calls
