@@ -27,6 +27,7 @@ from ledger.events import (
     WalletCredited,
 )
 from ledger.store import Recorded
+from projections import digest
 
 PERIODS = ("one_time", "daily", "monthly")
 
@@ -259,9 +260,18 @@ class MoneyProjection:
         return account
 
     def fingerprint(self) -> Any:
-        return {
-            "wallets": sorted([w.platform_id, w.balance_micros, w.reserved_micros, w.version, len(w.transactions),
-                               sorted(w.mcp_calls.items())] for w in self.wallets.values()),
-            "budgets": sorted([b.end_user_id, b.max_micros, b.used_micros, b.reserved_micros, b.version,
-                               b.is_suspended, b.period_start, len(b.transactions)] for b in self.budgets.values()),
+        """Counts, and a digest of every field of every wallet and budget: their holds and every
+        transaction with its balance after (projections.digest)."""
+        state = {
+            "wallets": {pid: _account_state(w) for pid, w in self.wallets.items()},
+            "budgets": {euid: _account_state(b) for euid, b in self.budgets.items()},
         }
+        return {"wallets": len(self.wallets), "budgets": len(self.budgets), "sha256": digest.sha256(state)}
+
+
+def _account_state(account: Account) -> dict[str, Any]:
+    """Every field of a wallet or budget; records as tuples of all their fields."""
+    state = attrs.asdict(account, filter=lambda field, _: field.name not in ("holds", "transactions"))
+    state["holds"] = {rid: digest.rows([hold], HoldPlaced)[0] for rid, hold in account.holds.items()}
+    state["transactions"] = digest.rows(account.transactions, Txn)
+    return state

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from ledger.events import ResponseAccepted, UsageCharged
 from ledger.store import Recorded
+from projections import digest
 
 MINUTE_S = 60
 DAY_S = 86_400
@@ -92,4 +93,14 @@ class RatesProjection:
         return max(1, math.ceil(max(waits))) if waits else None
 
     def fingerprint(self) -> Any:
-        return {"requests": sorted((k, w.entries) for k, w in self.requests.items())}
+        """Window counts, and a digest of every live entry (time, running total) of every request
+        and token window (projections.digest); entries already dropped are not state."""
+        state = {kind: {euid: _window_state(w) for euid, w in windows.items()}
+                 for kind, windows in (("requests", self.requests), ("tokens", self.tokens))}
+        return {"requests": len(self.requests), "tokens": len(self.tokens), "sha256": digest.sha256(state)}
+
+
+def _window_state(window: Window) -> list[Any]:
+    """The live entries as (recorded time, amount): independent of when the lists were compacted."""
+    start, times, prefix = window.start, window.times, window.prefix
+    return [[times[i], prefix[i + 1] - prefix[i]] for i in range(start, len(times))]

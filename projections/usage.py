@@ -12,6 +12,7 @@ import attrs
 
 from ledger.events import McpCallFinished, McpUsageCharged, ResponseFinished, UsageCharged
 from ledger.store import Recorded
+from projections import digest
 
 
 @attrs.define
@@ -94,6 +95,10 @@ class UsageProjection:
         return [groups[k] for k in sorted(groups)]
 
     def fingerprint(self) -> Any:
-        return {p: [len(rows), sum(r.cost_micros for r in rows), sum(r.latency_ms for r in rows if r.request_type ==
-                                                                      "mcp_tool")]
-                for p, rows in sorted(self.rows.items())}
+        """Row counts per platform, and a digest of every field of every log row (ledger order)
+        and of the MCP rows still waiting for their call's end (projections.digest)."""
+        state = {
+            "rows": {pid: digest.rows(rows, LogRow) for pid, rows in self.rows.items()},
+            "open_mcp": {rid: sorted(str(index) for index in rows) for rid, rows in self._mcp_rows.items() if rows},
+        }
+        return {"rows": {pid: len(rows) for pid, rows in sorted(self.rows.items())}, "sha256": digest.sha256(state)}
