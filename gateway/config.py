@@ -97,7 +97,20 @@ class McpConfig:
 
 @attrs.frozen
 class LedgerConfig:
+    """Where the ledger lives, and what start-up does with what a killed process left behind.
+
+    ``recover_in_flight`` (default on): at start-up, after the projections caught up and
+    before serving, every response or chat completion that is accepted but not finished is
+    ended as failed (``gateway_restarted``), billed for the output it recorded and its holds
+    released (gateway/recovery.py): with one gateway per ledger, nothing unfinished at start
+    can still be running. Turn it off for replicas that share one store (DESIGN, Scale-out):
+    there another replica's live requests are unfinished too, and recovering them would end
+    streams that are still running and release holds still in use. Such a deployment needs
+    an owner per request (which replica, and whether it is alive) before it can recover.
+    """
+
     url: Optional[str] = None
+    recover_in_flight: bool = True
 
 
 @attrs.frozen

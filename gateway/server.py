@@ -1,8 +1,10 @@
 """``assistiv serve``: open the ledger, catch up the projections, serve HTTP until a signal.
 
 Start-up: the store's writer and the projection runner start in one nursery; on an empty
-ledger the ``default`` platform is created and its raw key printed once; hypercorn (trio
-worker) then binds (port 0 = any free port; the bound address is printed).
+ledger the ``default`` platform is created and its raw key printed once; requests a killed
+process left in flight are finished and settled (gateway/recovery.py, unless ``[ledger]
+recover_in_flight = false``) and ``gateway.started`` is recorded; hypercorn (trio worker)
+then binds (port 0 = any free port; the bound address is printed).
 
 Shutdown on SIGINT/SIGTERM: hypercorn stops accepting, in-flight streams get up to
 ``graceful_timeout_s`` to finish, then the store's writer drains its queue and closes, the
@@ -26,6 +28,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from gateway.app import create_app
 from gateway.config import Config
 from gateway.platforms import create_platform
+from gateway.recovery import recover_at_start
 from gateway.services import build_services, publish_prices
 from ledger.head_file import AnchorWriter, anchor_path, set_aside_if_broken
 from ledger.sqlite import SQLiteStore, connect
@@ -64,6 +67,9 @@ async def serve(config: Config, path: Path, host: str, port: int) -> None:
                 created = await create_platform(store, "default", os.environ.get("ASSISTIV_BOOTSTRAP_PLATFORM_KEY"))
                 say(f"Created platform 'default' ({created['platform_id']}).")
                 say(f"Platform API key (shown once, store it now): {created['api_key']['raw_key']}")
+            recovered = await recover_at_start(services)  # before serving: what a killed process left open
+            if recovered:
+                say(f"Recovered {len(recovered)} response(s) a stopped gateway left in flight (gateway_restarted).")
             stop = trio.Event()
             nursery.start_soon(_stop_on_signals, stop)
             hconfig = HypercornConfig()
