@@ -5,7 +5,10 @@
   because its request is in flight (its response has no ``response.finished``). A response
   that calls the model several times (hosted MCP tools) holds and releases once per call.
   A hold still open after its response finished, a second hold while one is open, or a
-  release without a hold that charges nothing, is a problem.
+  release without a hold that charges nothing, is a problem. So is a hold still open after
+  a ``gateway.started`` with recovery on whose ``position`` (what its start-up recovery
+  looked at) is at or after the hold: that recovery finishes every request a stopped
+  gateway left in flight and releases its holds, so the request is not in flight any more.
 * Money moved = money charged: per response, the settled wallet releases add up to its
   ``usage.charged`` costs (and so do the budget releases, when it has any); a voided
   release charges nothing.
@@ -30,6 +33,8 @@ from projections.money import Account, Budget, MoneyProjection, Wallet
 
 # Hosted MCP tool calls past the free tier are charged straight to the wallet (no hold).
 McpUsageCharged = getattr(ledger_events, "McpUsageCharged", None)
+# Start-up recovery (gateway/recovery.py) records each start; None in a build without it.
+GatewayStarted = getattr(ledger_events, "GatewayStarted", None)
 
 Problem = tuple[Optional[int], str]  # (position, message); None: no single position
 
@@ -45,6 +50,7 @@ class MoneyChecker:
         self.finished: dict[str, int] = {}  # response id -> position of its response.finished
         self.charged: dict[str, tuple[int, int]] = {}  # response id -> (sum of usage.charged costs, last position)
         self.credited: dict[str, int] = {}  # platform -> credits - settled charges - MCP charges (independent)
+        self.recovered_upto: Optional[tuple[int, int]] = None  # (position recovery looked at, its gateway.started)
         self._seen_txns: dict[int, int] = {}  # id(account) -> transactions already checked
         self._last_balance: dict[int, int] = {}
         self._last_credit: dict[int, Optional[int]] = {}
@@ -72,6 +78,9 @@ class MoneyChecker:
             self.credited[event.platform_id] = self.credited.get(event.platform_id, 0) + event.amount_micros
         elif kind is McpUsageCharged:
             self.credited[event.platform_id] = self.credited.get(event.platform_id, 0) - event.cost_micros
+        elif kind is GatewayStarted:
+            if event.recovery and (self.recovered_upto is None or event.position >= self.recovered_upto[0]):
+                self.recovered_upto = (event.position, position)
         # Any event may change the accounts it names; look when their transactions or money moved.
         wallet = self.money.wallets.get(getattr(event, "platform_id", None) or "")
         if wallet is not None and (self._seen_txns.get(id(wallet)) != len(wallet.transactions)
@@ -145,6 +154,11 @@ class MoneyChecker:
             if finished_at is not None:
                 self.fail(finished_at, f"{account} hold of reservation {reservation_id} (placed at {position}) is "
                                        "still open after its response finished")
+            elif self.recovered_upto is not None and position <= self.recovered_upto[0]:
+                self.fail(self.recovered_upto[1], f"{account} hold of reservation {reservation_id} (placed at "
+                                                  f"{position}) is still open after the gateway restarted at "
+                                                  f"position {self.recovered_upto[1]}: its start-up recovery "
+                                                  "should have finished the request and released the hold")
             else:
                 in_flight.append((reservation_id, account))
         self._check_reserved()

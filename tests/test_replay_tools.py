@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import trio
 
 from tests.conftest import ROOT
 from tests.replay_ledger import copy_ledger, money_ledger, replay, report
@@ -317,3 +318,27 @@ def test_materialised_rows_and_checkpoint_commit_together(ledger, tmp_path):
     assert sql(target, "SELECT count(*) FROM usage_rows")[0][0] > 0
     conn.close()
 
+
+
+async def test_hold_left_open_across_a_recovering_restart_is_a_problem(ledger, tmp_path):
+    """An open hold is "in flight" until a gateway.started whose recovery looked past it; then verify fails."""
+    from ledger.events import GatewayStarted, HoldPlaced
+    from ledger.sqlite import open_sqlite_store
+    from ledger.store import NewEvent
+    from projections.money import wallet_stream
+
+    path = copy_ledger(ledger, tmp_path / "restarted")
+    hold = HoldPlaced("resp_abandoned", "wallet", ledger.platform_id, None, 1_000)
+    async with open_sqlite_store(path) as store:
+        [placed] = await store.append([NewEvent(wallet_stream(ledger.platform_id), hold)])
+        await store.append([NewEvent("gateway", GatewayStarted("gw_replica", False, [], placed.position))])
+    one = await trio.to_thread.run_sync(cli, *data_dir(path), "verify")
+    assert one.returncode == 0 and "open holds:       1 " in one.stdout.decode()
+    async with open_sqlite_store(path) as store:
+        [started] = await store.append([NewEvent("gateway", GatewayStarted("gw_next", True, [], placed.position))])
+    two = await trio.to_thread.run_sync(cli, *data_dir(path), "verify")
+    out = two.stdout.decode()
+    assert two.returncode == 1, out
+    assert (f"wallet hold of reservation resp_abandoned (placed at {placed.position}) is still open after the "
+            f"gateway restarted at position {started.position}") in out
+    assert f"first bad position: {started.position}" in out
