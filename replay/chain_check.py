@@ -11,7 +11,7 @@ from position 1, and gives the same first failing position.
 
 ``fast_record_hash`` builds the canonical JSON envelope of ``ledger.chain.record_hash``
 by hand (its keys are fixed and already in sorted order); the two agree byte for byte
-(tests/test_replay_verify.py).
+(tests/test_replay_units.py::test_fast_record_hash_is_record_hash).
 """
 
 from __future__ import annotations
