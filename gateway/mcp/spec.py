@@ -8,11 +8,13 @@ Secrets: the values of ``authorization`` and ``headers`` live only in the McpSer
 memory for the request (its ``repr`` leaves them out). What the ledger records and the
 Response echoes is ``echo()``, where each value is ``"[redacted]"``; ``scrub`` removes them
 from any text (an error message from a server or the HTTP stack) before it is recorded.
-Servers that take their token in the URL (``?api_key=...``, ``https://user:token@host``)
-get the same treatment: the echoed ``server_url`` keeps scheme, host and path, and each
-query value, the user info and a fragment are ``[redacted]``. Path segments are recorded as
-they are: a key in the path (``https://host/s/<key>/mcp``) would be recorded in clear, so a
-secret belongs in ``authorization``, ``headers`` or the query, never in the path.
+A URL with user info (``https://user:token@host``) is refused with a 400. Servers that take
+their token in the query (``?api_key=...``) get the same treatment as headers: the echoed
+``server_url`` keeps scheme, host and path, and each query value and a fragment are
+``[redacted]`` (``redacted_url`` still masks user info, should one ever reach it). Path
+segments are recorded as they are: a key in the path (``https://host/s/<key>/mcp``) would be
+recorded in clear, so a secret belongs in ``authorization``, ``headers`` or the query, never
+in the path.
 
 ``require_approval`` as an object: a tool matching ``always`` needs approval; else one
 matching ``never`` does not; a tool matching neither needs approval unless the object names
