@@ -20,6 +20,27 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.billing.book import Reservation
+from gateway.config import Config, ModelConfig, ProviderConfig
+from gateway.recovery import recover_at_start
+from gateway.services import build_services, publish_prices
+from ledger.events import (
+    ArgumentsDelta,
+    BudgetSet,
+    HoldReleased,
+    ItemStarted,
+    McpCallFinished,
+    McpCallStarted,
+    ResponseAccepted,
+    ResponseFinished,
+    TextDelta,
+    Usage,
+    UsageCharged,
+    WalletCredited,
+)
+from ledger.memory import MemoryStore
+from ledger.store import NewEvent
+from projections.money import budget_stream, wallet_stream
 from tests.conftest import ROOT, Gateway, start_gateway
 from tests.fakes import openai_chat
 from tests.fakes.server import FakeServer
@@ -136,8 +157,7 @@ def replay_verify(gw: Gateway) -> subprocess.CompletedProcess:
 
 
 def test_killed_gateway_requests_are_finished_billed_and_released_on_restart(tmp_path, upstream):
-    """kill -9 mid-stream; the restart fails both requests with gateway_restarted, bills the emitted
-    usage (estimated), releases every hold, replay verify passes, and a second restart recovers nothing."""
+    """kill -9 mid-stream; a restart fails both with gateway_restarted, bills emitted usage, frees holds; once only."""
     config_path = tmp_path / "gateway.toml"
     config_path.write_text(config(upstream.url + "/v1", recover=True))
     gw = start_gateway(tmp_path / "gw", "--config", str(config_path))
@@ -224,13 +244,6 @@ PROMPT = "hello recovery!"  # 15 characters: 4 input tokens by the estimate
 
 async def crashed_ledger():
     """Services on a memory ledger with a funded wallet and budget and a priced model."""
-    from gateway.config import Config, ModelConfig, ProviderConfig
-    from gateway.services import build_services, publish_prices
-    from ledger.events import BudgetSet, WalletCredited
-    from ledger.memory import MemoryStore
-    from ledger.store import NewEvent
-    from projections.money import budget_stream, wallet_stream
-
     config = Config(providers=(ProviderConfig("demo", "demo"),),
                     models=(ModelConfig("priced", "demo", input_usd_per_mtok=str(INPUT_PRICE),
                                         output_usd_per_mtok=str(OUTPUT_PRICE)),))
@@ -243,12 +256,8 @@ async def crashed_ledger():
     return services
 
 
-async def accept(services, rid: str, store: bool = True) -> tuple[object, int]:
+async def accept(services, rid: str, store: bool = True) -> tuple[Reservation, int]:
     """Record a request with its holds, as ResponseRun._accept does: (its reservation, the stream version)."""
-    from gateway.billing.book import Reservation
-    from ledger.events import ResponseAccepted
-    from ledger.store import NewEvent
-
     latest = services.prices.latest
     reservation = Reservation(rid, PID, EUID, "priced", "demo", "response", latest.models["priced"],
                               latest.version_id, latest.sha256)
@@ -262,8 +271,6 @@ async def accept(services, rid: str, store: bool = True) -> tuple[object, int]:
 
 
 async def append(services, rid: str, version: int, *events, extra=()) -> int:
-    from ledger.store import NewEvent
-
     batch = [NewEvent(f"response-{rid}", e, f"{rid}.{version + i + 1}", version + i) for i, e in enumerate(events)]
     await services.store.append([*batch, *extra])
     await services.runner.catch_up()
@@ -271,12 +278,7 @@ async def append(services, rid: str, version: int, *events, extra=()) -> int:
 
 
 async def test_recovery_fails_running_mcp_calls_voids_silent_requests_and_estimates_unstored_ones():
-    """In-process recovery: a running MCP call is failed (no later turn billed), a request with no output is
-    voided, a store=false one is billed one token per recorded delta; all holds end; a rerun does nothing."""
-    from gateway.recovery import recover_at_start
-    from ledger.events import (ArgumentsDelta, HoldReleased, ItemStarted, McpCallFinished, McpCallStarted,
-                               ResponseFinished, TextDelta, Usage, UsageCharged)
-
+    """A running MCP call fails unbilled, no output is voided, store=false bills a token per delta; holds end."""
     services = await crashed_ledger()
     # An MCP loop: turn 1 streamed an mcp_call, was settled with the call's start; the call was running.
     mcp, version = await accept(services, "resp_mcp")
