@@ -330,12 +330,20 @@ class ResponseRun(McpSteps):
         self._turn_active = True
 
     def _next_call(self) -> ModelCall:
-        """The model call of the next turn: the conversation, this response's items, the tools."""
+        """The model call of the next turn: the conversation, this response's items, the tools.
+
+        Billed without ``max_output_tokens``, the call is sent with the output limit its hold
+        covers (``RunBilling.output_tokens_default``): an unbounded answer could outspend it.
+        """
         if self.mcp is None:
-            return model_call(self.request, self.upstream_model, self.context)
-        return model_call(self.request, self.upstream_model, self.context, output=self.view.items,
-                          mcp_tools=self.mcp.definitions(), mcp_name=self.mcp.name_of,
-                          tool_choice=self._tool_choice())
+            call = model_call(self.request, self.upstream_model, self.context)
+        else:
+            call = model_call(self.request, self.upstream_model, self.context, output=self.view.items,
+                              mcp_tools=self.mcp.definitions(), mcp_name=self.mcp.name_of,
+                              tool_choice=self._tool_choice())
+        if call.max_output_tokens is None and self.billing is not None and self.billing.output_tokens_default:
+            call = attrs.evolve(call, max_output_tokens=self.billing.output_tokens_default)
+        return call
 
     def _new_item(self, item: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         index = self._items_started

@@ -19,7 +19,9 @@ class TestGeminiE2E(NativeE2E):
         assert request.path == f"/v1beta/models/{UPSTREAM_MODEL}:streamGenerateContent?alt=sse"
         assert request.headers["x-goog-api-key"] == UPSTREAM_KEY
         assert request.json() == {"contents": [{"role": "user", "parts": [{"text": prompt}]}],
-                                  "systemInstruction": {"parts": [{"text": instructions}]}}
+                                  "systemInstruction": {"parts": [{"text": instructions}]},
+                                  # no max_output_tokens: the limit the hold covers (reserve_output_tokens)
+                                  "generationConfig": {"maxOutputTokens": 4096}}
 
     def tool_calls_answer(self):
         return fake_gemini.tool_calls_answer([("get_weather", {"city": "Paris"})])

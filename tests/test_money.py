@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import attrs
 import pytest
 
 from gateway.billing.book import Book, Reservation
@@ -148,6 +149,55 @@ async def test_capped_hold_one_at_a_time():
     assert refused.value.code == "budget_exhausted"
     await store.append(first)
     assert money.budget("eu").capped_open == 1 and book._capped[budget_stream("eu")] == 0
+
+
+async def test_hold_above_hold_max_is_capped_one_at_a_time():
+    """A worst case above hold_usd_max is held at that limit and marked capped; a second waits for the first."""
+    store, clock = MemoryStore(), Clock(at(2026, 5, 5))
+    await store.append([NewEvent(wallet_stream("p"), WalletCredited("p", "t", "top_up", 10_000_000))])
+    book, money, _ = await make_book(store, clock)
+    first = attrs.evolve(reservation("r1", euid=None), hold_micros_max=5_000)
+    holds = book.reserve(first, worst_case_micros=80_000)
+    assert [(e.event.account, e.event.amount_micros, e.event.capped) for e in holds] == [("wallet", 5_000, True)]
+    await store.append(holds)
+    with pytest.raises(ApiError) as refused:  # plenty of money, but the first is still under-reserved
+        book.reserve(attrs.evolve(reservation("r2", euid=None), hold_micros_max=5_000), worst_case_micros=80_000)
+    assert (refused.value.status, refused.value.code) == (402, "wallet_insufficient")
+    below = book.reserve(attrs.evolve(reservation("r3", euid=None), hold_micros_max=5_000), worst_case_micros=4_000)
+    assert [(e.event.amount_micros, e.event.capped) for e in below] == [(4_000, False)]  # a true worst case passes
+    await store.append(below)
+    settled = book.settle(first, "response-r1", Usage(input_tokens=100, output_tokens=100), False, "success")
+    await store.append(settled)
+    assert money.wallet("p").balance_micros == 10_000_000 - 30_000  # the overshoot is charged, never clamped
+    again = book.reserve(attrs.evolve(reservation("r4", euid=None), hold_micros_max=5_000), worst_case_micros=80_000)
+    assert [e.event.capped for e in again] == [True]
+
+
+async def test_one_under_reserved_hold_per_wallet():
+    """Two end users with ample budgets share a wallet: only one hold short of its worst case at a time."""
+    store, clock = MemoryStore(), Clock(at(2026, 5, 5))
+    await store.append([NewEvent(wallet_stream("p"), WalletCredited("p", "t", "top_up", 100_000))] + [
+        NewEvent(budget_stream(euid), BudgetSet("p", euid, f"b-{euid}", 10_000_000, "monthly")) for euid in "ab"])
+    book, money, _ = await make_book(store, clock)
+    full = book.reserve(reservation("r1", "a"), 70_000)
+    await store.append(full)
+    short = book.reserve(reservation("r2", "b"), 50_000)  # 30,000 left in the wallet: capped there
+    assert [(e.event.account, e.event.amount_micros, e.event.capped) for e in short] == [
+        ("budget", 50_000, False), ("wallet", 30_000, True)]
+    await store.append(short)
+    await store.append(book.void(_held(full, "r1", "a"), 1))
+    assert money.wallet("p").available_micros == 70_000
+    with pytest.raises(ApiError) as refused:  # 70,000 available, but r2 is still under-reserved on this wallet
+        book.reserve(reservation("r3", "a"), 80_000)
+    assert refused.value.code == "wallet_insufficient" and "under-reserved" in refused.value.message
+    assert [e.event.capped for e in book.reserve(reservation("r4", "a"), 60_000)] == [False, False]
+
+
+def _held(holds, rid: str, euid: str) -> Reservation:
+    """The reservation whose ``holds`` were placed (to void it)."""
+    res = reservation(rid, euid)
+    res.holds.update({new.event.account: new.event.amount_micros for new in holds})
+    return res
 
 
 async def test_preflight_order_and_free_requests():

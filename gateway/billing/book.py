@@ -14,10 +14,13 @@ queueing the append:
 
 Pre-flight order (CONTRACT): rate limit (429 + Retry-After), budget suspended, budget
 exhausted (remaining must be > 0), wallet insufficient (a zero-cost request passes). A
-request whose worst case exceeds what is available is still admitted while available > 0,
-but its hold is capped at what is available, and at most one such capped hold per account
-may be open at a time (others get the usual 402): the total overshoot of an account is
-bounded by one request's worst case. Settlement records the real cost, never clamped.
+hold is the request's true worst case (its output limit is what the provider is told, see
+gateway/billing/estimate.py) or it is marked ``capped``: a worst case above what is
+available is still admitted while available > 0, held at what is available, and a worst
+case above ``hold_usd_max`` (``Reservation.hold_micros_max``) is held at that. At most one
+capped hold per account may be open at a time (others get the usual 402 and may retry), so
+the total overshoot of an account is bounded by one request's worst case. Settlement
+records the real cost, never clamped.
 
 A response whose hosted MCP tools make it call the model several times reserves and
 settles each model call on its own (``turn`` 2, 3, ... after the first): each has its own
@@ -87,6 +90,7 @@ class Reservation:
     price_sha256: str
     holds: dict[str, int] = attrs.Factory(dict)  # account (wallet|budget) -> micro-USD held
     started_at: float = 0.0
+    hold_micros_max: Optional[int] = None  # config's hold_usd_max: a larger worst case is held capped at this
 
 
 class Book:
@@ -176,14 +180,14 @@ class Book:
             if available <= 0:
                 raise payment_required("budget_exhausted", "The end user's budget is exhausted.")
             plans.append(self._plan("budget", stream, worst_case_micros, available, budget.capped_open,
-                                    "budget_exhausted"))
+                                    "budget_exhausted", reservation.hold_micros_max))
         wallet = self.money.wallet_view(pid)
         stream = wallet_stream(pid)
         available = wallet.available_micros - self._held[stream]
         if worst_case_micros > 0 and available <= 0:
             raise payment_required("wallet_insufficient", "The platform wallet has insufficient funds.")
         plans.append(self._plan("wallet", stream, worst_case_micros, available, wallet.capped_open,
-                                "wallet_insufficient"))
+                                "wallet_insufficient", reservation.hold_micros_max))
         events = []
         for account, stream, amount, capped in plans:
             if amount <= 0:
@@ -201,14 +205,17 @@ class Book:
         return events
 
     def _plan(self, account: str, stream: str, worst: int, available: int, capped_open: int,
-              code: str) -> tuple[str, str, int, bool]:
-        """The hold on one account: the worst case, or what is available (capped, one at a time)."""
-        if worst <= available:
+              code: str, hold_max: Optional[int]) -> tuple[str, str, int, bool]:
+        """The hold on one account: the worst case, or less - what is available, or ``hold_max`` -
+        marked capped (one at a time per account)."""
+        limit = available if hold_max is None else min(available, hold_max)
+        if worst <= limit:
             return account, stream, worst, False
         if capped_open + self._capped[stream] > 0:
-            raise payment_required(code, f"Not enough {account} funds for this request's worst case while "
-                                         "another under-reserved request is in flight; retry shortly.")
-        return account, stream, available, True
+            why = "funds" if worst > available else f"hold limit ({hold_max:,} micro-USD)"
+            raise payment_required(code, f"This request's worst case exceeds the {account}'s {why} while another "
+                                         "under-reserved request is in flight on it; retry shortly.")
+        return account, stream, limit, True
 
     # --- settlement ---------------------------------------------------------------------------
 

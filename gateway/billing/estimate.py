@@ -2,8 +2,14 @@
 
 Input is bounded by the UTF-8 size of everything sent (byte-level BPE tokenizers never
 produce more tokens than bytes) plus a per-message and per-image allowance; output by
-``max_output_tokens``, or the model's ``reserve_output_tokens`` when the request sets none
-(an answer longer than that is still charged in full; only the reservation is smaller).
+``output_tokens_max``: the request's ``max_output_tokens``, or the model's
+``reserve_output_tokens`` when the request sets none. The provider is told that same limit
+(gateway/pipeline.py), so the answer cannot outgrow what was reserved; a model whose answers
+may be longer needs a larger ``reserve_output_tokens`` in its config.
+
+The worst case is not capped here: the book (gateway/billing/book.py) cuts a hold at
+``hold_usd_max`` (or at the money available) and then marks it capped, one per account at a
+time, which is what bounds the overshoot.
 """
 
 from __future__ import annotations
@@ -44,11 +50,19 @@ def input_tokens_max(call: ModelCall) -> int:
     return total
 
 
-def worst_case(call: ModelCall, model: ModelConfig, hold_usd_max: str) -> int:
-    """The request's worst-case cost in micro-USD, capped at ``hold_usd_max``."""
-    output = call.max_output_tokens or model.reserve_output_tokens
-    micros = worst_case_micros(input_tokens_max(call), output, model.prices())
-    return min(micros, int(Decimal(hold_usd_max) * 1_000_000))
+def output_tokens_max(call: ModelCall, model: ModelConfig) -> int:
+    """The output tokens ``call`` may produce, and the limit its provider is told."""
+    return call.max_output_tokens or model.reserve_output_tokens
+
+
+def worst_case(call: ModelCall, model: ModelConfig) -> int:
+    """The request's worst-case cost in micro-USD (uncapped: see the module docstring)."""
+    return worst_case_micros(input_tokens_max(call), output_tokens_max(call, model), model.prices())
+
+
+def usd_to_micros_floor(usd: str) -> int:
+    """A configured USD limit (``hold_usd_max``) in micro-USD, rounded down."""
+    return int(Decimal(usd) * 1_000_000)
 
 
 def emitted_usage_estimate(call: ModelCall, output_chars: int) -> Usage:

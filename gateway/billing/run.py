@@ -44,6 +44,9 @@ class RunBilling:
     estimate: Optional[Callable[[ModelCall], int]] = None  # the worst case of a later model call
     mcp: McpConfig = McpConfig()
     holds_open: bool = False  # the current turn reserved and is not settled yet
+    # The output limit a model call is sent with when the request sets none (the model's
+    # reserve_output_tokens): what its hold covers, so the hold stays a true worst case.
+    output_tokens_default: Optional[int] = None
 
     async def reserve_turn(self, store: EventStore, call: ModelCall, turn: int) -> None:
         """Hold the worst case of model call ``turn`` (> 1). Raises ApiError 402 when the money is gone."""

@@ -10,7 +10,7 @@ import trio
 from quart_trio import QuartTrio
 
 from gateway.billing.book import Reservation
-from gateway.billing.estimate import worst_case
+from gateway.billing.estimate import usd_to_micros_floor, worst_case
 from gateway.config import ModelConfig
 from gateway.conversation import check_call_outputs, model_call
 from gateway.errors import ApiError, invalid, not_found
@@ -215,12 +215,12 @@ def run_billing(services: Services, run: ResponseRun, model: ModelConfig,
     reservation = Reservation(
         reservation_id=run.response_id, platform_id=run.accepted.platform_id, end_user_id=run.accepted.end_user_id,
         model=model.id, provider=model.provider, request_type=request_type, prices=prices,
-        price_version_id=latest.version_id if latest else "", price_sha256=latest.sha256 if latest else "")
+        price_version_id=latest.version_id if latest else "", price_sha256=latest.sha256 if latest else "",
+        hold_micros_max=usd_to_micros_floor(services.config.billing.hold_usd_max))
     call = model_call(run.request, run.upstream_model, run.context)
-    hold_usd_max = services.config.billing.hold_usd_max
-    worst = worst_case(call, model, hold_usd_max)
-    return RunBilling(services.book, reservation, worst, services.runner.catch_up,
-                      estimate=lambda later: worst_case(later, model, hold_usd_max), mcp=services.config.mcp)
+    return RunBilling(services.book, reservation, worst_case(call, model), services.runner.catch_up,
+                      estimate=lambda later: worst_case(later, model), mcp=services.config.mcp,
+                      output_tokens_default=model.reserve_output_tokens)
 
 
 def _owned_response(services: Services, key: KeyInfo, response_id: str):
