@@ -29,11 +29,10 @@ import orjson
 from ledger.events import ArgumentsDelta, ItemStarted, ResponseAccepted, ResponseDeleted, ResponseFinished, TextDelta
 from ledger.events import Usage
 from ledger.store import Recorded
+from projections.wire import CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT, GATEWAY_RESTARTED
+from projections.wire import SILENT_INTERRUPTIONS as SILENT
 
 CHAT_API = "chat.completions"
-CLIENT_DISCONNECTED = "client_disconnected"  # as projections.wire names them
-FAILED_BEFORE_OUTPUT = "failed_before_output"
-SILENT = (CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT, "gateway_restarted")  # + wire.GATEWAY_RESTARTED
 
 
 def chat_usage(usage: Usage) -> dict[str, Any]:
@@ -151,7 +150,7 @@ class ChatView:
         made before the failure is billed, as for an interrupted stream, and the message says so.
         None while in progress, or when nothing was sent (the client left, the gateway restarted).
         """
-        if self.status == "in_progress" or self.interruption in (CLIENT_DISCONNECTED, "gateway_restarted"):
+        if self.status == "in_progress" or self.interruption in (CLIENT_DISCONNECTED, GATEWAY_RESTARTED):
             return None  # the client left, or its connection ended with the gateway process
         if self.status != "failed":
             return 200, self.completion_object()
