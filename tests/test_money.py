@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import attrs
 import pytest
@@ -191,6 +192,68 @@ async def test_one_under_reserved_hold_per_wallet():
         book.reserve(reservation("r3", "a"), 80_000)
     assert refused.value.code == "wallet_insufficient" and "under-reserved" in refused.value.message
     assert [e.event.capped for e in book.reserve(reservation("r4", "a"), 60_000)] == [False, False]
+
+
+async def test_daily_budget_exhausted_today_admits_tomorrow():
+    """Pre-flight with the clock injected: exhausted at 23:59:59 UTC, admitted at 00:00:01 the next day.
+
+    The memory store records events at the real time, so the clock moves from today's end."""
+    today = dt.datetime.now(dt.timezone.utc).date()
+    tomorrow = today + dt.timedelta(days=1)
+    store, clock = MemoryStore(), Clock(time.time())
+    await store.append([NewEvent(wallet_stream("p"), WalletCredited("p", "t", "top_up", 10_000_000)),
+                        NewEvent(budget_stream("eu"), BudgetSet("p", "eu", "b", 10_000, "daily"))])
+    book, money, _ = await make_book(store, clock)
+    spent = reservation("r1")
+    await store.append(book.reserve(spent, 10_000))
+    await store.append(book.settle(spent, "response-r1", Usage(input_tokens=20, output_tokens=40), False, "success"))
+    assert money.budget("eu").used_micros == 10_000
+    clock.now = at(today.year, today.month, today.day, 23, 59, 59)
+    with pytest.raises(ApiError) as exhausted:
+        book.reserve(reservation("r2"), 1_000)
+    assert exhausted.value.code == "budget_exhausted"
+    clock.now = at(tomorrow.year, tomorrow.month, tomorrow.day, 0, 0, 1)
+    holds = book.reserve(reservation("r3"), 1_000)
+    assert [(e.event.account, e.event.amount_micros, e.event.capped) for e in holds] == [
+        ("budget", 1_000, False), ("wallet", 1_000, False)]
+
+
+async def test_monthly_auto_replenish_through_preflight():
+    """Exhausted this month; on the 1st of the next, pre-flight sees the replenished limit (capping a larger worst
+    case at it). The memory store records at the real time, so the clock moves from this month's end."""
+    month = dt.datetime.now(dt.timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    next_month = (month + dt.timedelta(days=32)).replace(day=1)
+    store, clock = MemoryStore(), Clock(time.time())
+    await store.append([NewEvent(wallet_stream("p"), WalletCredited("p", "t", "top_up", 10_000_000)),
+                        NewEvent(budget_stream("eu"), BudgetSet("p", "eu", "b", 5_000, "monthly", True, 2_000))])
+    book, money, _ = await make_book(store, clock)
+    spent = reservation("r1")
+    await store.append(book.reserve(spent, 5_000))
+    await store.append(book.settle(spent, "response-r1", Usage(input_tokens=10, output_tokens=20), False, "success"))
+    clock.now = next_month.timestamp() - 60
+    with pytest.raises(ApiError) as exhausted:
+        book.reserve(reservation("r2"), 1_000)
+    assert exhausted.value.code == "budget_exhausted"
+    clock.now = next_month.timestamp() + 5
+    holds = book.reserve(reservation("r3"), 3_000)
+    assert [(e.event.account, e.event.amount_micros, e.event.capped) for e in holds] == [
+        ("budget", 2_000, True), ("wallet", 3_000, False)]
+
+
+async def test_budget_exhausted_is_answered_before_wallet_insufficient():
+    """An exhausted budget and an empty wallet: budget_exhausted; with budget left, the empty wallet answers."""
+    store, clock = MemoryStore(), Clock(at(2026, 5, 5))
+    await store.append([NewEvent(budget_stream("eu"), BudgetSet("p", "eu", "b", 1_000, "one_time")),
+                        NewEvent(budget_stream("eu"), HoldPlaced("r0", "budget", "p", "eu", 1_000)),
+                        NewEvent(budget_stream("eu"), HoldReleased("r0", "budget", "p", "eu", "settled", 1_000)),
+                        NewEvent(budget_stream("other"), BudgetSet("p", "other", "b2", 1_000, "one_time"))])
+    book, _, _ = await make_book(store, clock)
+    with pytest.raises(ApiError) as first:
+        book.reserve(reservation("r1"), 500)
+    assert first.value.code == "budget_exhausted"
+    with pytest.raises(ApiError) as second:
+        book.reserve(reservation("r2", "other"), 500)
+    assert second.value.code == "wallet_insufficient"
 
 
 def _held(holds, rid: str, euid: str) -> Reservation:
