@@ -7,7 +7,8 @@ recover_in_flight = false``) and ``gateway.started`` is recorded; hypercorn (tri
 then binds (port 0 = any free port; the bound address is printed).
 
 Shutdown on SIGINT/SIGTERM: hypercorn stops accepting, in-flight streams get up to
-``graceful_timeout_s`` to finish, then the store's writer drains its queue and closes, the
+``graceful_timeout_s`` to finish (a second signal stops that wait at once; a stream cut
+then is recorded as a client that left), then the store's writer drains its queue and closes, the
 head anchor (``<ledger>.head``, ledger/head_file.py: rewritten at most once a second while
 the gateway appends) names the final head, and the process exits 0.
 """
@@ -70,8 +71,8 @@ async def serve(config: Config, path: Path, host: str, port: int) -> None:
             recovered = await recover_at_start(services)  # before serving: what a killed process left open
             if recovered:
                 say(f"Recovered {len(recovered)} response(s) a stopped gateway left in flight (gateway_restarted).")
-            stop = trio.Event()
-            nursery.start_soon(_stop_on_signals, stop)
+            stop, hurry = trio.Event(), trio.Event()
+            nursery.start_soon(_stop_on_signals, stop, hurry)
             hconfig = HypercornConfig()
             hconfig.bind = [f"{host}:{port}"]
             hconfig.accesslog = None
@@ -84,7 +85,7 @@ async def serve(config: Config, path: Path, host: str, port: int) -> None:
                 say(f"Assistiv gateway listening on {binds[0]} (ledger: {path})")
                 await stop.wait()
                 with trio.move_on_after(config.server.graceful_timeout_s):
-                    await services.inflight.wait_idle()
+                    await _first_of(services.inflight.wait_idle, hurry.wait)
                 http_nursery.cancel_scope.cancel()
             with trio.CancelScope(shield=True):
                 await store.aclose()
@@ -93,11 +94,26 @@ async def serve(config: Config, path: Path, host: str, port: int) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def _stop_on_signals(stop: trio.Event) -> None:
+async def _stop_on_signals(stop: trio.Event, hurry: trio.Event) -> None:
+    """The first SIGINT/SIGTERM sets ``stop`` (graceful shutdown); a second one sets ``hurry``
+    (stop waiting for in-flight streams). The receiver stays open until shutdown cancels this
+    task, so a repeated signal never lands as a KeyboardInterrupt while the ledger closes."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
+            if stop.is_set():
+                hurry.set()
             stop.set()
-            return
+
+
+async def _first_of(*waits) -> None:
+    """Return when the first of ``waits`` returns (the others are cancelled)."""
+    async with trio.open_nursery() as nursery:
+        async def one(wait) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
+
+        for wait in waits:
+            nursery.start_soon(one, wait)
 
 
 def run_serve(config: Config, path: Path, host: str, port: int) -> int:

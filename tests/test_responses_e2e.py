@@ -353,3 +353,29 @@ def test_sigterm_lets_in_flight_stream_finish(fresh_gateway):
                 received += chunk
     assert parse_sse(received)[-1]["type"] == "response.completed"
     assert fresh_gateway.proc.wait(timeout=30) == 0
+
+
+def test_second_signal_stops_waiting_for_in_flight_streams(fresh_gateway):
+    """A second SIGINT cuts the graceful wait: the stream ends early, the server exits 0, the ledger verifies."""
+    received = b""
+    with httpx.Client(timeout=30) as http:
+        with http.stream("POST", fresh_gateway.base_url + "/responses",
+                         json={"model": "demo-slow", "input": "finish me please", "stream": True},
+                         headers={"Authorization": f"Bearer {fresh_gateway.key}"}) as answer:
+            try:
+                for chunk in answer.iter_raw():
+                    if not received:
+                        fresh_gateway.proc.send_signal(signal.SIGINT)
+                        time.sleep(0.05)
+                        fresh_gateway.proc.send_signal(signal.SIGINT)
+                    received += chunk
+            except httpx.HTTPError:
+                pass  # the server closed the connection mid-stream
+    assert fresh_gateway.proc.wait(timeout=30) == 0
+    assert b"response.completed" not in received
+    assert "Traceback" not in fresh_gateway.log.read_text()
+    verify = fresh_gateway.cli("replay", "--data-dir", str(fresh_gateway.data_dir), "verify", check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    explained = fresh_gateway.cli("replay", "--data-dir", str(fresh_gateway.data_dir), "stream", "--explain",
+                                  parse_sse(received)[0]["response"]["id"]).stdout
+    assert b"client" in explained
