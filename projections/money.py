@@ -13,6 +13,7 @@ without recording anything. Hosted MCP tool calls are counted per wallet and mon
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any, Optional
 
 import attrs
@@ -41,15 +42,27 @@ def budget_stream(end_user_id: str) -> str:
 
 
 def period_start(period: str, at_s: int, created_s: int) -> int:
-    """Start (unix seconds) of the period containing ``at_s``; one_time budgets never roll."""
+    """Start (unix seconds) of the period containing ``at_s``; one_time budgets never roll.
+
+    Unix time has exactly 86,400 seconds per UTC day, so a day starts at ``at_s`` rounded
+    down to a multiple of it; a month's start is looked up once per day (this runs on every
+    pre-flight and every money event)."""
     if period == "one_time":
         return created_s
-    moment = dt.datetime.fromtimestamp(at_s, dt.timezone.utc)
+    day_start = at_s - at_s % DAY_S
     if period == "daily":
-        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    else:
-        start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    return int(start.timestamp())
+        return day_start
+    return _month_start(day_start)
+
+
+DAY_S = 86_400
+
+
+@functools.lru_cache(maxsize=64)
+def _month_start(day_start_s: int) -> int:
+    """Start (unix seconds) of the UTC month containing the day that starts at ``day_start_s``."""
+    moment = dt.datetime.fromtimestamp(day_start_s, dt.timezone.utc)
+    return int(moment.replace(day=1).timestamp())
 
 
 @attrs.define

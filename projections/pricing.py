@@ -15,6 +15,7 @@ again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from decimal import Decimal
@@ -26,11 +27,18 @@ from ledger.store import Recorded
 
 CALCULATOR_VERSION = "v1"
 PRICES_STREAM = "prices"
+PRICE_STRINGS_CACHED_MAX = 1024  # distinct price strings parsed once each (a few per model)
 
 
 def table_sha256(models: dict[str, dict[str, str]]) -> str:
     """The hash that identifies a price table's content."""
     return hashlib.sha256(canonical_json(models)).hexdigest()
+
+
+@functools.lru_cache(maxsize=PRICE_STRINGS_CACHED_MAX)
+def _decimal(price: str) -> Decimal:
+    """A price string as a Decimal, parsed once (Decimal is immutable, so sharing it is safe)."""
+    return Decimal(price)
 
 
 def compute_cost_micros(usage: Usage, prices: Optional[dict[str, str]], calculator: str = CALCULATOR_VERSION) -> int:
@@ -39,9 +47,9 @@ def compute_cost_micros(usage: Usage, prices: Optional[dict[str, str]], calculat
         raise ValueError(f"unknown calculator version {calculator!r}")
     if not prices:
         return 0
-    input_price = Decimal(prices.get("input", "0"))
-    cached_price = Decimal(prices.get("cached_input") or prices.get("input", "0"))
-    output_price = Decimal(prices.get("output", "0"))
+    input_price = _decimal(prices.get("input", "0"))
+    cached_price = _decimal(prices.get("cached_input") or prices.get("input", "0"))
+    output_price = _decimal(prices.get("output", "0"))
     cached = min(usage.cached_input_tokens, usage.input_tokens)
     exact = (usage.input_tokens - cached) * input_price + cached * cached_price + usage.output_tokens * output_price
     return math.ceil(exact)

@@ -333,3 +333,19 @@ def test_rate_windows_count_by_recorded_time():
     assert rates.exceeded("eu", limits, now_s=1_071, pending_requests=1) == 9  # the one at 20 leaves at 1,080
     assert rates.exceeded("eu", RateLimits(rpd_limit=4), now_s=1_080) == 86_400 - 80
     assert rates.exceeded("eu", RateLimits(rpd_limit=4), now_s=1_000 + 86_401) is None
+
+
+def test_period_start_is_the_utc_calendar_boundary():
+    """period_start's arithmetic equals the UTC calendar's day and month starts at random instants."""
+    import datetime as dt
+    import random
+
+    from projections.money import period_start
+
+    rng = random.Random(7)
+    for at_s in [0, 86_399, 86_400, 951_782_400, 4_107_542_399] + [rng.randrange(0, 4_200_000_000) for _ in range(2000)]:
+        moment = dt.datetime.fromtimestamp(at_s, dt.timezone.utc)
+        day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        assert period_start("daily", at_s, 5) == int(day.timestamp())
+        assert period_start("monthly", at_s, 5) == int(day.replace(day=1).timestamp())
+        assert period_start("one_time", at_s, 5) == 5

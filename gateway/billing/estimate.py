@@ -14,6 +14,7 @@ time, which is what bounds the overshoot.
 
 from __future__ import annotations
 
+import functools
 import math
 from decimal import Decimal
 
@@ -60,6 +61,7 @@ def worst_case(call: ModelCall, model: ModelConfig) -> int:
     return worst_case_micros(input_tokens_max(call), output_tokens_max(call, model), model.prices())
 
 
+@functools.lru_cache(maxsize=16)
 def usd_to_micros_floor(usd: str) -> int:
     """A configured USD limit (``hold_usd_max``) in micro-USD, rounded down."""
     return int(Decimal(usd) * 1_000_000)
