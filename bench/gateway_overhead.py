@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,12 @@ def stop_and_verify(gateway: subprocess.Popen, work: Path, name: str) -> bool:
                           capture_output=True, cwd=ROOT).returncode == 0
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process ``pid`` used so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def loadgen(url: str, key: str, model: str, *args: str) -> dict:
     cmd = ["taskset", "-c", "1", sys.executable, str(SHARED_BENCH / "loadgen.py"), "--url", url, "--key", key,
            "--model", model, "--api", "responses", "--quiet", "--json", "/dev/stdout", *args]
@@ -100,15 +107,22 @@ def phases(url: str, key: str, model: str, args) -> dict[str, dict]:
 
 
 def billing_cost(port: str, work: Path, args) -> None:
-    """C=1 latency with billing on (priced model, end-user key with a budget, funded wallet) vs. off."""
+    """C=1 latency with billing on (priced model, end-user key with a budget, funded wallet) vs. off.
+
+    Both gateways run side by side and are measured in alternating rounds (on, off, off, on,
+    ...), so a drift of the host's speed - which moves C=1 latency by tens of percent within
+    minutes here - falls on both; the result is the median of the rounds' paired differences."""
     import httpx
 
-    results = {}
-    for billing in (True, False):
-        gateway, url, key, log = start_gateway(
-            work, f"billing-{billing}", port, config_head=f'[billing]\nenabled = {"true" if billing else "false"}\n\n',
-            prices='input_usd_per_mtok = "2.50"\noutput_usd_per_mtok = "10.00"\n')
-        try:
+    gateways, targets, pids = [], {}, {}
+    try:
+        for billing in (True, False):
+            gateway, url, key, log = start_gateway(
+                work, f"billing-{billing}", port,
+                config_head=f'[billing]\nenabled = {"true" if billing else "false"}\n\n',
+                prices='input_usd_per_mtok = "2.50"\noutput_usd_per_mtok = "10.00"\n')
+            gateways.append(gateway)
+            pids[billing] = gateway.pid
             pid = wait_for(log, r"\((plat_\w+)\)").group(1)
             auth = {"Authorization": f"Bearer {key}"}
             httpx.post(f"{url}/v1/platforms/{pid}/wallet/topup", json={"amount": 1000}, headers=auth).raise_for_status()
@@ -118,16 +132,36 @@ def billing_cost(port: str, work: Path, args) -> None:
             httpx.post(f"{url}/v1/platforms/{pid}/end-users/{euid}/budget", json={"max_usd": 1000},
                        headers=auth).raise_for_status()
             loadgen(url, eu_key, "bench-model", "-c", "8", "--duration", "2", "--warmup", "0", "--no-check")
-            results[billing] = loadgen(url, eu_key, "bench-model", "-c", "1", "--requests", str(args.seq_requests),
-                                       "--warmup-requests", "100")
-        finally:
+            targets[billing] = (url, eu_key)
+        rounds = max(1, args.billing_rounds)
+        per_round = max(50, args.seq_requests // rounds)
+        p50s: dict[bool, list[float]] = {True: [], False: []}
+        p99s: dict[bool, list[float]] = {True: [], False: []}
+        cpu_ms: dict[bool, list[float]] = {True: [], False: []}  # the gateway's CPU per request
+        for i in range(rounds):
+            for billing in ((True, False) if i % 2 == 0 else (False, True)):
+                url, key = targets[billing]
+                before = cpu_s(pids[billing])
+                latency = loadgen(url, key, "bench-model", "-c", "1", "--requests", str(per_round),
+                                  "--warmup-requests", "50")["latency_ms"]
+                cpu_ms[billing].append((cpu_s(pids[billing]) - before) * 1000 / (per_round + 50))
+                p50s[billing].append(latency["p50"])
+                p99s[billing].append(latency["p99"])
+    finally:
+        for gateway in gateways:
             gateway.terminate()
             gateway.wait(30)
-    on, off = results[True]["latency_ms"], results[False]["latency_ms"]
-    print("\n| billing | p50 ms | p99 ms |\n|---|---|---|")
-    print(f"| on (auth + pre-flight + holds + settlement) | {on['p50']:.3f} | {on['p99']:.3f} |")
-    print(f"| off ([billing] enabled = false) | {off['p50']:.3f} | {off['p99']:.3f} |")
-    print(f"| added by billing | {on['p50'] - off['p50']:+.3f} | {on['p99'] - off['p99']:+.3f} |")
+    on, off = statistics.median(p50s[True]), statistics.median(p50s[False])
+    added = statistics.median(a - b for a, b in zip(p50s[True], p50s[False]))
+    print(f"\n{rounds} alternating rounds of {per_round} requests at C=1 per side")
+    print("\n| billing | p50 ms (median of rounds) | p99 ms (median of rounds) |\n|---|---|---|")
+    print(f"| on (auth + pre-flight + holds + settlement) | {on:.3f} | {statistics.median(p99s[True]):.3f} |")
+    print(f"| off ([billing] enabled = false) | {off:.3f} | {statistics.median(p99s[False]):.3f} |")
+    print(f"| added by billing (median of the paired round differences) | {added:+.3f} | |")
+    cpu_added = statistics.median(a - b for a, b in zip(cpu_ms[True], cpu_ms[False]))
+    print(f"gateway CPU per request: on {statistics.median(cpu_ms[True]):.3f} ms, off "
+          f"{statistics.median(cpu_ms[False]):.3f} ms, added {cpu_added:+.3f} ms (median of paired rounds)")
+    print("rounds (on/off p50 ms): " + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(p50s[True], p50s[False])))
 
 
 def main() -> int:
@@ -135,6 +169,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--seq-requests", type=int, default=2000)
     parser.add_argument("--billing-only", action="store_true", help="only the billing on/off comparison")
+    parser.add_argument("--billing-rounds", type=int, default=8, help="alternating on/off rounds of the billing phase")
     parser.add_argument("--long-duration", type=float, default=30.0,
                         help="seconds per long-stream phase (a stream of 256 deltas takes seconds at 100 streams, "
                              "and only streams that end inside the window count)")
