@@ -12,10 +12,9 @@ one atomic append per response with the response stream's expected version:
   call that started gets ``mcp.call_finished`` with an ``mcp_protocol_error`` (its outcome is
   unknown) and its item ``failed``; every other open item is finished ``incomplete``.
 * ``response.finished``: status ``failed``, error code and interruption ``gateway_restarted``.
-  It renders no bytes (projections/wire.py): the client's connection died with the process.
-  The closing frames of the items finished just before it are still rendered by ``replay
-  stream`` although no client got them, as for a client that left (``--explain`` says where
-  the stream stopped); marking them unsent needs a change to the renderer, not made yet.
+  It renders no bytes (projections/wire.py): the client's connection died with the process,
+  and ``render_stream`` leaves out the frames of the whole recovery append (the items it
+  closes), so ``replay stream`` shows what the client got before the crash.
 * The model call in flight is settled by the book's own ``settle`` (gateway/billing/book.py)
   at the price version in force when the request was accepted: charged the documented
   estimate of its emitted usage (``emitted_usage_estimate``, the interrupted run's formula;

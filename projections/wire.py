@@ -25,7 +25,8 @@ Mapping (ledger event -> SSE events, each with the next ``sequence_number``):
     mcp.approval_requested   response.output_item.added + response.output_item.done (a whole item)
     response.finished        response.completed | response.incomplete | error + response.failed;
                              nothing when the client had disconnected (nobody was listening) or
-                             when start-up recovery ended it (the connection died with the process)
+                             when start-up recovery ended it (the connection died with the process),
+                             and then nothing either for the item-closing events of that last append
 
 A response that failed before any output was answered with an HTTP error, not a stream:
 ``render_stream`` gives b"" for it, since the client was sent none of these bytes.
@@ -358,7 +359,14 @@ def view_class(accepted: ResponseAccepted):
 
 
 def render_stream(records: list[Recorded]) -> bytes:
-    """All SSE bytes of one response (or chat completion) stream, from its records in version order."""
+    """All SSE bytes of one response (or chat completion) stream, from its records in version order.
+
+    A stream that ended silently (the client had left, or start-up recovery ended it) was sent
+    nothing of its terminal append: the deltas still buffered and the events closing its items
+    were recorded after the connection was gone. They share the terminal event's
+    ``recorded_at`` (one append is one commit, and a stream's appends are sequential), so
+    their frames are left out here.
+    """
     if not records:
         return b""
     view, out = view_class(records[0].event).start(records[0])
@@ -367,4 +375,10 @@ def render_stream(records: list[Recorded]) -> bytes:
         parts.append(view.apply(recorded))
     if view.interruption == FAILED_BEFORE_OUTPUT:
         return b""
+    if view.interruption in SILENT_INTERRUPTIONS:
+        ended_at = next(r.recorded_at for r in reversed(records) if isinstance(r.event, ResponseFinished))
+        sent = len(records)
+        while sent > 1 and records[sent - 1].recorded_at == ended_at:
+            sent -= 1
+        parts = parts[:sent]
     return b"".join(parts)

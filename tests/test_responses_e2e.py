@@ -338,6 +338,8 @@ def test_client_disconnect_is_recorded_with_emitted_usage(gateway):
     replayed = gateway.cli("replay", "--data-dir", str(gateway.data_dir), "stream", response_id).stdout
     assert replayed.startswith(received)
     assert b"response.completed" not in replayed
+    # The message was closed only in the append that recorded the disconnect, which no client got.
+    assert b"response.output_text.done" not in replayed and b"response.output_item.done" not in replayed
 
 
 def test_sigterm_lets_in_flight_stream_finish(fresh_gateway):
