@@ -1,4 +1,4 @@
-"""The ``assistiv`` command: serve, platform create, replay (CONTRACT)."""
+"""The ``assistiv`` command: serve, platform create, wallet credit, replay, report (CONTRACT)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    wallet = commands.add_parser("wallet", help="the operator's wallet transactions")
+    wallet_commands = wallet.add_subparsers(dest="wallet_command", required=True)
+    credit = wallet_commands.add_parser("credit", help="record a refund, an adjustment or a top-up of a platform "
+                                                       "wallet (gateway/wallet_credit.py)")
+    _ledger_options(credit)
+    credit.add_argument("--platform", required=True, help="the platform id (plat_...)")
+    credit.add_argument("--kind", required=True, choices=("refund", "adjustment", "top_up"))
+    credit.add_argument("--amount", required=True, help="USD, at most 6 decimals; an adjustment may be negative")
+    credit.add_argument("--description", help="why (required for refunds and adjustments)")
+    credit.add_argument("--transaction-id", help="re-running with the same id records nothing new")
+    credit.add_argument("--json", action="store_true", help="print the result as JSON")
+
     commands.add_parser("replay", help="auditor tools (see `assistiv replay --help`)", add_help=False)
     commands.add_parser("report", help="finance reports (see `assistiv report --help`)", add_help=False)
     return parser
@@ -72,7 +84,37 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"Created platform {args.name!r} ({created['platform_id']}).")
             print(f"Platform API key (shown once): {created['api_key']['raw_key']}")
         return 0
+    if args.command == "wallet" and args.wallet_command == "credit":
+        return _credit_wallet(config, path, args)
     return 2
+
+
+def _credit_wallet(config, path, args: argparse.Namespace) -> int:
+    from gateway.wallet_credit import CreditRefused, credit_wallet, parse_amount
+    from ledger.sqlite import open_sqlite_store
+
+    async def run(amount_micros: int):
+        async with open_sqlite_store(path) as store:
+            try:
+                return await credit_wallet(config, store, args.platform, args.kind, amount_micros, args.description,
+                                           args.transaction_id)
+            except CreditRefused as refused:
+                return refused  # reported below, not through the store's nursery as an exception group
+
+    try:
+        result = trio.run(run, parse_amount(args.amount, args.kind))
+    except CreditRefused as refused:
+        result = refused
+    if isinstance(result, CreditRefused):
+        print(f"assistiv wallet credit: {result}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        txn = result["transaction"]
+        print(f"Recorded {txn['type']} {txn['id']} of {txn['amount']} USD on {args.platform}; "
+              f"balance {result['balance']} USD.")
+    return 0
 
 
 async def _create_platform(path, name: str) -> dict:
