@@ -103,3 +103,8 @@ url_allowlist = ["http://127.0.0.1"]
             yield McpStack(gateway, server, model)
         finally:
             gateway.stop()
+
+
+def offered(request) -> list[str]:
+    """The tool names a recorded model request offered (Chat Completions shape)."""
+    return [t["function"]["name"] for t in request.json().get("tools") or []]

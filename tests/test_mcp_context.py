@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes.mcp_model import script
-from tests.mcp_stack import mcp_stack
+from tests.mcp_stack import mcp_stack, offered
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +22,6 @@ def stack(tmp_path_factory):
 def upstream(stack):
     stack.model.requests.clear()
     return stack.model
-
-
-def offered(request) -> list[str]:
-    return [t["function"]["name"] for t in request.json().get("tools") or []]
 
 
 def test_approved_call_outside_allowed_tools_is_refused(stack, upstream):

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.fakes.mcp_model import script
-from tests.mcp_stack import FREE_MODELS, mcp_stack
+from tests.mcp_stack import FREE_MODELS, mcp_stack, offered
 from tests.test_responses_e2e import parse_sse
 
 DEMO = """
@@ -51,10 +51,6 @@ def stack(tmp_path_factory):
 def upstream(stack):
     stack.model.requests.clear()
     return stack.model
-
-
-def offered(request) -> list[str]:
-    return [t["function"]["name"] for t in request.json().get("tools") or []]
 
 
 def test_list_call_and_answer_streamed(stack, upstream):
