@@ -358,6 +358,28 @@ def view_class(accepted: ResponseAccepted):
     return ChatView if is_chat(accepted) else ResponseView
 
 
+def answer_bytes(records: list[Recorded]) -> Optional[tuple[int, bytes]]:
+    """What a non-streamed response was answered, as sent: ``(HTTP status, JSON bytes)``; None
+    when nothing was (the client left, the gateway restarted, or it is still running).
+
+    200 and the Response object for every finished response (a failure after output is a
+    Response with ``status: "failed"``); 502/504 in the error shape when the upstream failed
+    before any output (gateway/routes/running.py words it so).
+    """
+    view, _ = ResponseView.start(records[0], render=False)
+    for recorded in records[1:]:
+        view.apply(recorded, render=False)
+    if view.status == "in_progress" or view.interruption in (CLIENT_DISCONNECTED, GATEWAY_RESTARTED):
+        return None
+    if view.interruption == FAILED_BEFORE_OUTPUT:
+        error = view.error or {"code": "upstream_error", "message": ""}
+        status = 504 if error["code"] == "upstream_timeout" else 502
+        body = {"error": {"message": f"The upstream provider failed: {error['message']}", "type": "server_error",
+                          "param": None, "code": error["code"]}}
+        return status, orjson.dumps(body)
+    return 200, orjson.dumps(view.response_object())
+
+
 def render_stream(records: list[Recorded]) -> bytes:
     """All SSE bytes of one response (or chat completion) stream, from its records in version order.
 

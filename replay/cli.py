@@ -1,7 +1,8 @@
 """``assistiv replay ...`` / ``python -m replay ...``: auditor tools over the ledger file alone.
 
     verify [--url URL] [--against DIR] [--head FILE] [--jobs N]   chain, head anchor, projections, money, charges
-    stream RESPONSE_ID [--explain]                   the exact SSE bytes the client was sent, or a timeline
+    stream RESPONSE_ID [--explain]                   the exact bytes the client was sent (SSE, or the one JSON
+                                                     body of a non-streamed request), or a timeline
     charges [--platform P] [--end-user E] [--from T] [--to T]   recompute every charge; list differences
     export --platform P [--end-user E] [--from T] [--to T] --out DIR   a dispute pack
     verify-export DIR [--root HEX]                   check a dispute pack without the ledger
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--head", help="the head anchor the gateway wrote (default: <ledger file>.head)")
     verify.add_argument("--jobs", type=int, help="worker processes (default: one per CPU, up to 4)")
     verify.add_argument("--render", action="store_true", help="also render every stream's SSE bytes (slower)")
-    stream = command("stream", "print the SSE bytes of one response as they were sent")
+    stream = command("stream", "print the bytes of one response as they were sent (SSE, or a JSON body)")
     stream.add_argument("response_id")
     stream.add_argument("--explain", action="store_true", help="a readable timeline instead of the bytes")
     charges = command("charges", "recompute every charge from its recorded usage and price version")

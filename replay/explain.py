@@ -29,11 +29,12 @@ from ledger.events import (
     UsageCharged,
 )
 from ledger.store import Recorded
-from projections.chat_wire import answer_bytes, is_chat
+from projections.chat_wire import answer_bytes as chat_answer_bytes, is_chat
 from projections.money import budget_stream, wallet_stream
 from projections.pricing import PRICES_STREAM
 from projections.responses import response_stream
 from projections.wire import CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT, UPSTREAM_FAILED, render_stream
+from projections.wire import answer_bytes as response_answer_bytes
 from replay.charges import recompute
 from replay.rows import COLUMNS, record
 from replay.timeparse import iso
@@ -50,16 +51,17 @@ def response_records(conn: sqlite3.Connection, response_id: str) -> list[Recorde
 def stream_bytes(conn: sqlite3.Connection, response_id: str, out=None) -> int:
     """Write the bytes the client was sent; 1 if the ledger has no such response.
 
-    The SSE bytes of a stream; for a non-streamed chat completion, the one JSON body it was
-    answered (the ``chat.completion``, or the 502/504 error body), nothing if the client left.
+    The SSE bytes of a stream; for a non-streamed request, the one JSON body it was answered
+    (the Response object or ``chat.completion``, or the 502/504 error body), nothing if the
+    client left.
     """
     records = response_records(conn, response_id)
     if not records:
         print(f"no response {response_id!r} in this ledger", file=sys.stderr)
         return 1
     out = out or sys.stdout.buffer
-    if _unstreamed_chat(records):
-        answered = answer_bytes(records)
+    if _unstreamed(records):
+        answered = _answer(records)
         out.write(answered[1] if answered is not None else b"")
     else:
         out.write(render_stream(records))
@@ -67,20 +69,26 @@ def stream_bytes(conn: sqlite3.Connection, response_id: str, out=None) -> int:
     return 0
 
 
-def _unstreamed_chat(records: list[Recorded]) -> bool:
-    accepted = records[0].event
-    return is_chat(accepted) and not accepted.stream
+def _unstreamed(records: list[Recorded]) -> bool:
+    return not records[0].event.stream
+
+
+def _answer(records: list[Recorded]) -> Optional[tuple[int, bytes]]:
+    """A non-streamed request's one JSON answer: (HTTP status, bytes), or None if none was sent."""
+    return chat_answer_bytes(records) if is_chat(records[0].event) else response_answer_bytes(records)
 
 
 def _sent(records: list[Recorded], response_id: str) -> str:
     """What the client was sent, in words (``replay stream`` prints the bytes)."""
     how = f"(`assistiv replay stream {response_id}` prints {{}})"
-    if _unstreamed_chat(records):
-        answered = answer_bytes(records)
+    if _unstreamed(records):
+        chat = is_chat(records[0].event)
+        answered = _answer(records)
         if answered is None:
-            return "nothing: the client left before the answer (a non-streamed chat completion)"
+            what = "chat completion" if chat else "response"
+            return f"nothing: the client left before the answer (a non-streamed {what})"
         status, body = answered
-        kind = "a chat.completion" if status == 200 else "an error"
+        kind = "an error" if status != 200 else "a chat.completion" if chat else "the Response object"
         return f"one JSON object, HTTP {status} with {kind}, {len(body):,} bytes " + how.format("it")
     sent = render_stream(records)
     if is_chat(records[0].event):
@@ -188,7 +196,7 @@ def explain(conn: sqlite3.Connection, response_id: str, out: TextIO) -> int:
         offset = f"+{(recorded.recorded_at - start) / 1e6:.6f}"
         out.write(f"  {offset:>12} s  #{recorded.position:<9} {version:>6}  "
                   f"{_tag(recorded):<26} {describe(recorded, text)}\n")
-    chat = ("json" if _unstreamed_chat(own) else "stream") if is_chat(accepted) else ""
+    chat = ("json" if _unstreamed(own) else "stream") if is_chat(accepted) else ""
     out.write(f"\nstopped: {stop_reason(finished, deltas, chat)}\n")
     out.write(f"sent to the client: {_sent(own, response_id)}\n")
     _billing(conn, charge, finished, out)

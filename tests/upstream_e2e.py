@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 
+from ledger.sqlite import connect
 from tests.conftest import Gateway, start_gateway
 from tests.fakes.server import FakeServer, Request
 from tests.test_responses_e2e import TEXT_EVENT_ORDER_HEAD, TEXT_EVENT_ORDER_TAIL, async_client, parse_sse, sync_client
@@ -177,6 +178,28 @@ class UpstreamE2E(ToolLoopE2E):
         assert stored.output_text == "".join(DELTAS[:3])
         replayed = gw.cli("replay", "--data-dir", str(gw.data_dir), "stream", response_id).stdout
         assert replayed == received
+
+    @pytest.mark.parametrize("outcome", ["completed", "dropped after output", "failed before output"])
+    def test_replay_of_an_unstreamed_response_is_its_json_body(self, gw, upstream, outcome):
+        """Not streamed: `assistiv replay stream` prints the one JSON body the client got, byte for byte."""
+        if outcome == "dropped after output":
+            upstream.handler = self.fake.drop(DELTAS[:3])
+        elif outcome == "failed before output":
+            upstream.handler = self.fake.http_error(500, "upstream is on fire")
+        answer = httpx.post(gw.base_url + "/responses", json={"model": "fake-model", "input": "one body"},
+                            headers={"Authorization": f"Bearer {gw.key}"}, timeout=30)
+        assert answer.status_code == (502 if outcome == "failed before output" else 200)
+        conn = connect(str(gw.data_dir / "ledger.db"), readonly=True)
+        try:
+            [(stream,)] = conn.execute("SELECT stream FROM events WHERE type = 'response.accepted' "
+                                       "ORDER BY position DESC LIMIT 1").fetchall()
+        finally:
+            conn.close()
+        response_id = stream.removeprefix("response-")
+        if outcome != "failed before output":
+            assert answer.json()["id"] == response_id
+        replayed = gw.cli("replay", "--data-dir", str(gw.data_dir), "stream", response_id).stdout
+        assert replayed == answer.content
 
     def test_replay_stream_equals_received_bytes(self, gw):
         """A completed stream's raw bytes equal `assistiv replay stream`."""
