@@ -3,7 +3,8 @@
 Drives the real code paths: responses are run by gateway.pipeline.ResponseRun on the demo
 provider into a SQLite ledger (group commit, FULL sync), the responses projection follows
 the store, and the measured step is what POST /v1/responses does per turn: find the
-parent, walk its chain (ResponsesProjection.context_items) and build the provider call
+parent, check no turn of its chain was deleted (the route's own check), walk the chain
+(ResponsesProjection.context_items) and build the provider call
 (gateway.conversation.model_call). Measured for N = 1, 10, 100 with 0 and with ~100k
 unrelated events in the ledger.
 
@@ -17,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 from contextlib import aclosing
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from gateway.conversation import model_call
 from gateway.providers.demo import DemoProvider
 from gateway.pipeline import ResponseRun
 from gateway.responses_request import parse_create_request
+from gateway.routes.responses import _check_no_deleted_turn
 from ledger.sqlite import open_sqlite_store
 from projections.responses import ResponsesProjection
 from projections.runner import ProjectionRunner
@@ -73,10 +76,12 @@ async def build(path: Path, unrelated_events: int) -> tuple[ResponsesProjection,
 
 def measure(responses: ResponsesProjection, response_id: str) -> float:
     request = parse_create_request({"model": "demo", "input": "next turn", "previous_response_id": response_id})
+    route_services = types.SimpleNamespace(responses=responses)  # all the route's check reads
     samples = []
     for _ in range(REPEATS):
         start = time.perf_counter()
         parent = responses.get(response_id, "plat_bench")
+        _check_no_deleted_turn(route_services, parent, "previous_response_id")
         context = responses.context_items(parent)
         model_call(request, "demo", context)
         samples.append(time.perf_counter() - start)
