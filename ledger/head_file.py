@@ -34,6 +34,7 @@ never abandoned), and ``close`` writes the last head once more.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -46,6 +47,7 @@ import orjson
 import trio
 
 from ledger.errors import LedgerError
+from ledger.sqlite import hash_at
 from ledger.store import Recorded
 
 SUFFIX = ".head"
@@ -128,7 +130,7 @@ def set_aside_if_broken(ledger: str | Path, conn: sqlite3.Connection) -> Optiona
         if anchor is None:
             return None
         head = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
-        broken = check(anchor, head, lambda p: _hash_at(conn, p))
+        broken = check(anchor, head, functools.partial(hash_at, conn))
         if broken is None:
             return None
         why = broken[1]
@@ -137,11 +139,6 @@ def set_aside_if_broken(ledger: str | Path, conn: sqlite3.Connection) -> Optiona
     target = path.with_name(f"{path.name}{REJECTED}{int(time.time())}")
     os.replace(path, target)
     return f"{why}; kept as {target}"
-
-
-def _hash_at(conn: sqlite3.Connection, position: int) -> Optional[str]:
-    row = conn.execute("SELECT hash FROM events WHERE position = ?", (position,)).fetchone()
-    return row[0] if row else None
 
 
 class AnchorWriter:

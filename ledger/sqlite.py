@@ -52,6 +52,12 @@ def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def hash_at(conn: sqlite3.Connection, position: int) -> Optional[str]:
+    """The hash of the record at ``position``, None when the ledger has no such record."""
+    row = conn.execute("SELECT hash FROM events WHERE position = ?", (position,)).fetchone()
+    return row[0] if row else None
+
+
 def create_schema(conn: sqlite3.Connection) -> None:
     """The events table and its two unique indexes (idempotent)."""
     db = sqlite_utils.Database(conn)

@@ -38,6 +38,7 @@ import orjson
 import sqlite_utils
 
 from ledger.errors import LedgerError
+from ledger.sqlite import hash_at
 from ledger.store import Recorded
 from projections.money import Budget, MoneyProjection, Wallet
 from projections.usage import UsageProjection
@@ -178,11 +179,6 @@ def _day(at_s: int) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(at_s, dt.timezone.utc).date().isoformat()
-
-
-def hash_at(ledger: sqlite3.Connection, position: int) -> Optional[str]:
-    row = ledger.execute("SELECT hash FROM events WHERE position = ?", (position,)).fetchone()
-    return row[0] if row else None
 
 
 def update(ledger: sqlite3.Connection, path: Path, progress: Optional[Callable[[int, int], None]] = None) -> int:

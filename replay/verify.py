@@ -29,6 +29,7 @@ position where the ledger stops holding; ``first_bad_position`` is the smallest.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from pathlib import Path
 from typing import Any, Optional
@@ -36,7 +37,7 @@ from typing import Any, Optional
 import attrs
 
 from ledger import head_file
-from ledger.sqlite import connect
+from ledger.sqlite import connect, hash_at
 from replay import chain_check, fold, rows
 from replay.charges import Difference
 from replay.merkle import root_of
@@ -85,25 +86,17 @@ class VerifyReport:
         return sorted(self.problems, key=lambda p: (not p[1].startswith("hash chain broken"), p[0] is None, p[0] or 0))
 
 
-def _hash_at(conn: sqlite3.Connection, position: int) -> Optional[str]:
-    row = conn.execute("SELECT hash FROM events WHERE position = ?", (position,)).fetchone()
-    return row[0] if row else None
-
-
 def ledger_root(path: str, size: int) -> tuple[str, int, Optional[str]]:
     """(Merkle root hex of records 1..size, leaves found, hash of record ``size``)."""
     conn = connect(path, readonly=True)
     hashes = (bytes.fromhex(h) for (h,) in conn.execute(
         "SELECT hash FROM events WHERE position <= ? ORDER BY position", (size,)))
     root, count = root_of(hashes)
-    last = conn.execute("SELECT hash FROM events WHERE position = ?", (size,)).fetchone()
-    return root.hex(), count, last[0] if last else None
+    return root.hex(), count, hash_at(conn, size)
 
 
 def _materialised(path: Path, conn: sqlite3.Connection, head: int, report: VerifyReport) -> Optional[tuple[str, int]]:
     """(file, checkpoint) of the materialised projections to compare, if the file exists and fits."""
-    from replay.materialise import hash_at
-
     if not path.exists():
         return None
     try:
@@ -157,7 +150,7 @@ def verify_ledger(path: str | Path, live: Optional[dict[str, Any]] = None, jobs:
     head, head_hash = rows.head(conn)
     report.events, report.head_hash = head, head_hash
     if anchor is not None:
-        broken = head_file.check(anchor, head, lambda p: _hash_at(conn, p))
+        broken = head_file.check(anchor, head, functools.partial(hash_at, conn))
         if broken is not None:
             report.fail(f"head anchor {report.anchor_file}: {broken[1]}", broken[0])
     live_position = live.get("position") if live is not None else None
