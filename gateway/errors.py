@@ -48,9 +48,3 @@ def forbidden(message: str) -> ApiError:
 
 def not_found(message: str, code: str = "not_found", param: Optional[str] = None) -> ApiError:
     return ApiError(404, message, code=code, param=param)
-
-
-def upstream_error(message: str, timeout: bool = False) -> ApiError:
-    if timeout:
-        return ApiError(504, message, code="upstream_timeout", type_="server_error")
-    return ApiError(502, message, code="upstream_error", type_="server_error")

@@ -29,7 +29,7 @@ import orjson
 from ledger.events import ArgumentsDelta, ItemStarted, ResponseAccepted, ResponseDeleted, ResponseFinished, TextDelta
 from ledger.events import Usage
 from ledger.store import Recorded
-from projections.wire import CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT, GATEWAY_RESTARTED
+from projections.wire import CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT, GATEWAY_RESTARTED, upstream_failure
 from projections.wire import SILENT_INTERRUPTIONS as SILENT
 
 CHAT_API = "chat.completions"
@@ -154,17 +154,14 @@ class ChatView:
             return None  # the client left, or its connection ended with the gateway process
         if self.status != "failed":
             return 200, self.completion_object()
-        error = self.error or {"message": "The response failed.", "code": "upstream_error"}
-        if self.interruption == FAILED_BEFORE_OUTPUT:  # the words of gateway/errors.upstream_error's caller
-            message = f"The upstream provider failed: {error['message']}"
-        else:
+        status, body = upstream_failure(self.error)
+        if self.interruption != FAILED_BEFORE_OUTPUT:
             tokens = self.usage.output_tokens if self.usage is not None else 0
-            message = (f"The upstream provider failed mid-answer: {error['message']}. The {tokens} output tokens "
-                       f"produced before the failure are billed ({self.response_id}); send the request again for "
-                       "a complete answer.")
-        code = error["code"] if error["code"] in ("upstream_error", "upstream_timeout") else "upstream_error"
-        status = 504 if code == "upstream_timeout" else 502
-        return status, {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
+            message = self.error["message"] if self.error else "The response failed."
+            body["error"]["message"] = (f"The upstream provider failed mid-answer: {message}. The {tokens} output "
+                                        f"tokens produced before the failure are billed ({self.response_id}); send "
+                                        "the request again for a complete answer.")
+        return status, body
 
     def completion_object(self) -> dict[str, Any]:
         """The non-streamed ``chat.completion``."""
@@ -182,16 +179,3 @@ class ChatView:
 def is_chat(accepted: Any) -> bool:
     return isinstance(accepted, ResponseAccepted) and accepted.params.get("api") == CHAT_API
 
-
-def fold(records: list[Recorded]) -> ChatView:
-    """The ChatView of one chat completion's records (in version order), rendering nothing."""
-    view, _ = ChatView.start(records[0], render=False)
-    for recorded in records[1:]:
-        view.apply(recorded, render=False)
-    return view
-
-
-def answer_bytes(records: list[Recorded]) -> Optional[tuple[int, bytes]]:
-    """A non-streamed chat completion's answer as sent: ``(HTTP status, JSON bytes)``, or None."""
-    answered = fold(records).client_answer()
-    return None if answered is None else (answered[0], orjson.dumps(answered[1]))

@@ -63,6 +63,17 @@ GATEWAY_RESTARTED = "gateway_restarted"  # the gateway died mid-response; start-
 SILENT_INTERRUPTIONS = (CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT, GATEWAY_RESTARTED)
 
 
+def upstream_failure(error: Optional[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    """The HTTP answer to a request whose upstream failed before any output (``error``: the
+    view's recorded error): 502 ``upstream_error``, or 504 ``upstream_timeout``, in the error
+    shape. What the live route sends and what ``replay stream`` prints for it."""
+    error = error or {"code": "upstream_error", "message": "The response failed."}
+    code = error["code"] if error["code"] in ("upstream_error", "upstream_timeout") else "upstream_error"
+    return (504 if code == "upstream_timeout" else 502), {"error": {
+        "message": f"The upstream provider failed: {error['message']}", "type": "server_error", "param": None,
+        "code": code}}
+
+
 def sse_frame(event_type: str, payload: dict[str, Any]) -> bytes:
     """One server-sent event: ``event: <type>`` and ``data: <json>``."""
     return b"event: " + event_type.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
@@ -326,6 +337,17 @@ class ResponseView:
             return b""
         return self._frame(event_type, fields())
 
+    def client_answer(self) -> Optional[tuple[int, dict[str, Any]]]:
+        """What a non-streamed request was answered: ``(HTTP status, JSON body)``; None while it
+        runs, or when nothing was sent (the client left, the gateway restarted). 200 and the
+        Response object once finished (a failure after output is a Response with ``status:
+        "failed"``); ``upstream_failure`` when the upstream failed before any output."""
+        if self.status == "in_progress" or self.interruption in (CLIENT_DISCONNECTED, GATEWAY_RESTARTED):
+            return None
+        if self.interruption == FAILED_BEFORE_OUTPUT:
+            return upstream_failure(self.error)
+        return 200, self.response_object()
+
     def response_object(self) -> dict[str, Any]:
         """The Response object as OpenAI returns it (a fresh dict each call)."""
         params = self.params
@@ -358,26 +380,19 @@ def view_class(accepted: ResponseAccepted):
     return ChatView if is_chat(accepted) else ResponseView
 
 
-def answer_bytes(records: list[Recorded]) -> Optional[tuple[int, bytes]]:
-    """What a non-streamed response was answered, as sent: ``(HTTP status, JSON bytes)``; None
-    when nothing was (the client left, the gateway restarted, or it is still running).
-
-    200 and the Response object for every finished response (a failure after output is a
-    Response with ``status: "failed"``); 502/504 in the error shape when the upstream failed
-    before any output (gateway/routes/running.py words it so).
-    """
-    view, _ = ResponseView.start(records[0], render=False)
+def fold(records: list[Recorded]) -> Any:
+    """The view (Response or chat completion) of one stream's records in version order, rendering nothing."""
+    view, _ = view_class(records[0].event).start(records[0], render=False)
     for recorded in records[1:]:
         view.apply(recorded, render=False)
-    if view.status == "in_progress" or view.interruption in (CLIENT_DISCONNECTED, GATEWAY_RESTARTED):
-        return None
-    if view.interruption == FAILED_BEFORE_OUTPUT:
-        error = view.error or {"code": "upstream_error", "message": ""}
-        status = 504 if error["code"] == "upstream_timeout" else 502
-        body = {"error": {"message": f"The upstream provider failed: {error['message']}", "type": "server_error",
-                          "param": None, "code": error["code"]}}
-        return status, orjson.dumps(body)
-    return 200, orjson.dumps(view.response_object())
+    return view
+
+
+def answer_bytes(records: list[Recorded]) -> Optional[tuple[int, bytes]]:
+    """What a non-streamed request was answered, as sent: ``(HTTP status, JSON bytes)`` of its
+    view's ``client_answer()``; None when nothing was sent."""
+    answered = fold(records).client_answer()
+    return None if answered is None else (answered[0], orjson.dumps(answered[1]))
 
 
 def render_stream(records: list[Recorded]) -> bytes:

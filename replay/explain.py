@@ -29,12 +29,11 @@ from ledger.events import (
     UsageCharged,
 )
 from ledger.store import Recorded
-from projections.chat_wire import answer_bytes as chat_answer_bytes, is_chat
+from projections.chat_wire import is_chat
 from projections.money import budget_stream, wallet_stream
 from projections.pricing import PRICES_STREAM
 from projections.responses import response_stream
-from projections.wire import CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT, UPSTREAM_FAILED, render_stream
-from projections.wire import answer_bytes as response_answer_bytes
+from projections.wire import CLIENT_DISCONNECTED, FAILED_BEFORE_OUTPUT, UPSTREAM_FAILED, answer_bytes, render_stream
 from replay.charges import recompute
 from replay.rows import COLUMNS, record
 from replay.timeparse import iso
@@ -61,7 +60,7 @@ def stream_bytes(conn: sqlite3.Connection, response_id: str, out=None) -> int:
         return 1
     out = out or sys.stdout.buffer
     if _unstreamed(records):
-        answered = _answer(records)
+        answered = answer_bytes(records)
         out.write(answered[1] if answered is not None else b"")
     else:
         out.write(render_stream(records))
@@ -73,17 +72,12 @@ def _unstreamed(records: list[Recorded]) -> bool:
     return not records[0].event.stream
 
 
-def _answer(records: list[Recorded]) -> Optional[tuple[int, bytes]]:
-    """A non-streamed request's one JSON answer: (HTTP status, bytes), or None if none was sent."""
-    return chat_answer_bytes(records) if is_chat(records[0].event) else response_answer_bytes(records)
-
-
 def _sent(records: list[Recorded], response_id: str) -> str:
     """What the client was sent, in words (``replay stream`` prints the bytes)."""
     how = f"(`assistiv replay stream {response_id}` prints {{}})"
     if _unstreamed(records):
         chat = is_chat(records[0].event)
-        answered = _answer(records)
+        answered = answer_bytes(records)
         if answered is None:
             what = "chat completion" if chat else "response"
             return f"nothing: the client left before the answer (a non-streamed {what})"

@@ -13,7 +13,6 @@ from typing import Any, Callable, Union
 
 from quart import Response, make_response
 
-from gateway.errors import upstream_error
 from gateway.http import SSE_HEADERS, json_response
 from gateway.pipeline import ResponseRun, UpstreamFailedEarly
 from gateway.services import Services
@@ -46,8 +45,9 @@ async def answer(services: Services, run: ResponseRun, stream: bool,
     try:
         try:
             first = await frames.__anext__()
-        except UpstreamFailedEarly as exc:
-            raise upstream_error(f"The upstream provider failed: {exc.error.message}", exc.error.timeout) from None
+        except UpstreamFailedEarly:  # recorded: the view says what to answer (projections.wire.upstream_failure)
+            status, body = run.view.client_answer()
+            return json_response(body, status)
         if not stream:
             async with aclosing(frames):
                 async for _ in frames:
