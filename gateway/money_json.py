@@ -14,9 +14,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Optional
 
 from gateway.errors import invalid
+from projections.money import Txn
 
 MICROS_PER_USD = 1_000_000
 AMOUNT_USD_MAX = Decimal("1000000000")  # no single amount above a billion dollars
+TXN_DESCRIPTION_CHARS_MAX = 500  # a transaction's description, kept in the ledger and every statement
 
 
 def parse_usd(value: Any, param: str, *, allow_zero: bool = False) -> int:
@@ -31,15 +33,29 @@ def parse_usd(value: Any, param: str, *, allow_zero: bool = False) -> int:
         amount = Decimal(repr(value) if isinstance(value, float) else value)
     except InvalidOperation:
         raise invalid(f"Invalid '{param}': {value!r} is not a number.", param, "invalid_type") from None
+    return decimal_micros(amount, param, allow_zero=allow_zero)
+
+
+def decimal_micros(amount: Decimal, param: str, *, allow_zero: bool = False, allow_negative: bool = False) -> int:
+    """A USD amount as integer micro-USD: finite, at most 6 decimals, > 0 (>= 0 with
+    ``allow_zero``; any sign but 0 with ``allow_negative``), at most ``AMOUNT_USD_MAX`` in size;
+    else a 400 naming ``param``. The one rule for money over HTTP and on the command line."""
     if not amount.is_finite():
         raise invalid(f"Invalid '{param}': expected a finite number.", param, "invalid_value")
     if amount.as_tuple().exponent < -6 and amount != amount.quantize(Decimal("0.000001")):
         raise invalid(f"Invalid '{param}': at most 6 decimal places (micro-USD).", param, "invalid_value")
-    if amount < 0 or (amount == 0 and not allow_zero):
-        raise invalid(f"Invalid '{param}': expected a value {'>=' if allow_zero else '>'} 0.", param, "invalid_value")
-    if amount > AMOUNT_USD_MAX:
+    if (amount < 0 and not allow_negative) or (amount == 0 and not allow_zero):
+        expected = "other than 0" if allow_negative else (">= 0" if allow_zero else "> 0")
+        raise invalid(f"Invalid '{param}': expected a value {expected}.", param, "invalid_value")
+    if abs(amount) > AMOUNT_USD_MAX:
         raise invalid(f"Invalid '{param}': at most {AMOUNT_USD_MAX} USD.", param, "invalid_value")
     return int(amount * MICROS_PER_USD)
+
+
+def txn_json(txn: Txn) -> dict[str, Any]:
+    """A wallet or budget transaction as the API shows it."""
+    return {"id": txn.id, "type": txn.type, "amount": usd(txn.amount_micros), "balance_after":
+            usd(txn.balance_after_micros), "description": txn.description, "created_at": iso(txn.created_at)}
 
 
 def usd(micros: Optional[int]) -> Optional[float]:

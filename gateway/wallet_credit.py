@@ -26,7 +26,8 @@ from typing import Any, Optional
 
 import trio
 
-from gateway.money_json import AMOUNT_USD_MAX, MICROS_PER_USD, iso, usd
+from gateway.errors import ApiError
+from gateway.money_json import TXN_DESCRIPTION_CHARS_MAX, decimal_micros, txn_json, usd
 from gateway.request_input import new_id
 from gateway.services import build_services
 from ledger.errors import ConcurrencyConflict
@@ -35,7 +36,6 @@ from ledger.store import NewEvent
 from projections.money import wallet_stream
 
 KINDS = ("refund", "adjustment", "top_up")
-DESCRIPTION_CHARS_MAX = 500  # as a top-up's description over HTTP
 APPEND_ATTEMPTS_MAX = 20  # a debit re-checked after this many lost races gives up
 
 
@@ -44,22 +44,14 @@ class CreditRefused(Exception):
 
 
 def parse_amount(text: str, kind: str) -> int:
-    """A signed USD decimal string as micro-USD, under the rules of the module docstring."""
+    """A USD decimal string as micro-USD, under the API's money rule (gateway.money_json); only
+    an adjustment may be negative."""
     try:
-        amount = Decimal(text)
+        return decimal_micros(Decimal(text), "--amount", allow_negative=kind == "adjustment")
     except InvalidOperation:
         raise CreditRefused(f"--amount {text!r} is not a number of USD") from None
-    if not amount.is_finite():
-        raise CreditRefused("--amount must be a finite number")
-    if amount != amount.quantize(Decimal("0.000001")):
-        raise CreditRefused("--amount has more than 6 decimal places (micro-USD)")
-    if abs(amount) > AMOUNT_USD_MAX:
-        raise CreditRefused(f"--amount is above {AMOUNT_USD_MAX} USD")
-    if kind == "adjustment" and amount == 0:
-        raise CreditRefused("an adjustment must not be 0")
-    if kind != "adjustment" and amount <= 0:
-        raise CreditRefused(f"a {kind} must be > 0 (use --kind adjustment to take money out)")
-    return int(amount * MICROS_PER_USD)
+    except ApiError as refused:
+        raise CreditRefused(refused.message) from None
 
 
 async def credit_wallet(config, store, platform_id: str, kind: str, amount_micros: int,
@@ -69,8 +61,8 @@ async def credit_wallet(config, store, platform_id: str, kind: str, amount_micro
         raise CreditRefused(f"--kind must be one of {', '.join(KINDS)}")
     if kind != "top_up" and not (description or "").strip():
         raise CreditRefused(f"a {kind} needs --description (why), for the audit trail")
-    if description is not None and len(description) > DESCRIPTION_CHARS_MAX:
-        raise CreditRefused(f"--description has more than {DESCRIPTION_CHARS_MAX} characters")
+    if description is not None and len(description) > TXN_DESCRIPTION_CHARS_MAX:
+        raise CreditRefused(f"--description has more than {TXN_DESCRIPTION_CHARS_MAX} characters")
     txn_id = transaction_id or new_id("txn")
     event = WalletCredited(platform_id, txn_id, kind, amount_micros, description)
     services = build_services(config, store)
@@ -114,7 +106,4 @@ async def _record(services, store, event: WalletCredited) -> dict[str, Any]:
     await services.runner.wait_for(recorded.position)
     wallet = services.money.wallet_view(platform_id)
     txn = next(t for t in wallet.transactions if t.id == txn_id)
-    return {"transaction": {"id": txn.id, "type": txn.type, "amount": usd(txn.amount_micros),
-                            "balance_after": usd(txn.balance_after_micros), "description": txn.description,
-                            "created_at": iso(txn.created_at)},
-            "balance": usd(wallet.balance_micros)}
+    return {"transaction": txn_json(txn), "balance": usd(wallet.balance_micros)}

@@ -21,28 +21,22 @@ from quart_trio import QuartTrio
 from gateway.errors import ApiError, invalid, not_found
 from gateway.http import end_user_key, json_body, json_response, platform_key
 from gateway.idempotency import header_key, reused
-from gateway.money_json import iso, parse_usd, usd
+from gateway.money_json import TXN_DESCRIPTION_CHARS_MAX, iso, parse_usd, txn_json, usd
 from gateway.paging import int_arg
 from gateway.services import Services
 from ledger.events import BudgetSet, BudgetToppedUp, WalletCredited
 from ledger.store import NewEvent
-from projections.money import PERIODS, Budget, Txn, budget_stream, wallet_stream
+from projections.money import PERIODS, Budget, budget_stream, wallet_stream
 
 RECENT_TRANSACTIONS = 5  # shown inline with a wallet
 BUDGET_FIELDS = {"max_usd", "period", "auto_replenish", "replenish_amount", "low_balance_threshold", "is_suspended"}
 GROUP_BY = ("end_user", "model", "day")
-DESCRIPTION_CHARS_MAX = 500  # a top-up's description, kept in the ledger and every statement
 
 
 def page_of(items: list[Any]) -> dict[str, Any]:
     """``{"data", "total", "page", "limit"}`` for the request's ``page`` and ``limit``."""
     page, limit = int_arg("page", 1, 1, 1_000_000), int_arg("limit", 20, 1, 100)
     return {"data": items[(page - 1) * limit : page * limit], "total": len(items), "page": page, "limit": limit}
-
-
-def txn_json(txn: Txn) -> dict[str, Any]:
-    return {"id": txn.id, "type": txn.type, "amount": usd(txn.amount_micros), "balance_after":
-            usd(txn.balance_after_micros), "description": txn.description, "created_at": iso(txn.created_at)}
 
 
 def budget_json(budget: Budget, now_s: int) -> dict[str, Any]:
@@ -67,12 +61,12 @@ def _only(body: Any, allowed: set[str]) -> dict[str, Any]:
 
 
 def _description(body: dict[str, Any]) -> Optional[str]:
-    """A top-up's optional ``description``: a string of at most DESCRIPTION_CHARS_MAX characters."""
+    """A top-up's optional ``description``: a string of at most TXN_DESCRIPTION_CHARS_MAX characters."""
     description = body.get("description")
     if description is not None and not isinstance(description, str):
         raise invalid("Invalid type for 'description': expected a string.", "description", "invalid_type")
-    if description is not None and len(description) > DESCRIPTION_CHARS_MAX:
-        raise invalid(f"Invalid 'description': at most {DESCRIPTION_CHARS_MAX} characters.", "description",
+    if description is not None and len(description) > TXN_DESCRIPTION_CHARS_MAX:
+        raise invalid(f"Invalid 'description': at most {TXN_DESCRIPTION_CHARS_MAX} characters.", "description",
                       "invalid_value")
     return description
 
