@@ -10,7 +10,6 @@ records nothing. Every answer waits until the projections have applied the write
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import time
 import uuid
 from typing import Any, Optional
@@ -20,7 +19,7 @@ from quart_trio import QuartTrio
 
 from gateway.errors import ApiError, invalid, not_found
 from gateway.http import end_user_key, json_body, json_response, platform_key
-from gateway.idempotency import header_key, reused
+from gateway.idempotency import header_key, reused, scoped_id
 from gateway.money_json import TXN_DESCRIPTION_CHARS_MAX, iso, parse_usd, txn_json, usd
 from gateway.paging import int_arg
 from gateway.services import Services
@@ -74,9 +73,7 @@ def _description(body: dict[str, Any]) -> Optional[str]:
 def _event_id(kind: str, scope: str) -> str:
     """A fresh id, or one derived from the Idempotency-Key so a retry appends nothing new."""
     key = header_key()
-    if key is None:
-        return f"{kind}_{uuid.uuid4().hex}"
-    return f"{kind}_" + hashlib.sha256(f"{scope}:{kind}:{key}".encode()).hexdigest()[:32]
+    return f"{kind}_{uuid.uuid4().hex}" if key is None else scoped_id(f"{kind}_", f"{scope}:{kind}", key)
 
 
 async def _record(services: Services, new: NewEvent) -> None:
