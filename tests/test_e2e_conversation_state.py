@@ -15,13 +15,12 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import start_gateway
 from tests.fakes import openai_chat
 from tests.fakes.server import Chunk, FakeServer, Sleep, Status
 from tests.tenancy_api import call, new_platform, position
 from tests.test_responses_e2e import parse_sse, sync_client
 from tests.tool_loop_e2e import WEATHER_TOOL
-from tests.upstream_e2e import config_toml, raw_stream
+from tests.upstream_e2e import funded_gateway, raw_stream
 
 KEY_ENV = "ASSISTIV_E2E_CONVERSATION_KEY"
 SLOW_DELTAS = 8  # a slow answer's deltas, SLOW_GAP_S apart (each gap below the provider's read timeout)
@@ -32,15 +31,8 @@ SLOW_GAP_S = 0.25
 def stack(tmp_path_factory):
     """(gateway, fake Chat Completions upstream), the gateway's wallet funded for the priced model."""
     with FakeServer(openai_chat.text_answer(["ok"])) as fake:
-        path = tmp_path_factory.mktemp("config") / "gateway.toml"
-        path.write_text(config_toml("openai-chat", fake.url + "/v1", KEY_ENV))
-        gateway = start_gateway(tmp_path_factory.mktemp("gw"), "--config", str(path), env={KEY_ENV: "sk-up"})
-        httpx.post(gateway.base_url + f"/platforms/{gateway.platform_id}/wallet/topup", json={"amount": 10},
-                   headers={"Authorization": f"Bearer {gateway.key}"}, timeout=30).raise_for_status()
-        try:
+        with funded_gateway(tmp_path_factory, "openai-chat", fake.url + "/v1", KEY_ENV) as gateway:
             yield gateway, fake
-        finally:
-            gateway.stop()
 
 
 @pytest.fixture

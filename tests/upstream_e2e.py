@@ -8,8 +8,9 @@ function-calling loop is in tests/tool_loop_e2e.py (``ToolLoopE2E``).
 
 from __future__ import annotations
 
+import contextlib
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 import openai
@@ -47,6 +48,21 @@ output_usd_per_mtok = "2.00"
 """
 
 
+@contextlib.contextmanager
+def funded_gateway(tmp_path_factory, kind: str, base_url: str, key_env: str) -> Iterator[Gateway]:
+    """A gateway configured for a fake upstream of ``kind`` at ``base_url``, its platform wallet
+    funded (the fake model is priced, so the pre-flight needs money); stopped afterwards."""
+    path = tmp_path_factory.mktemp("config") / "gateway.toml"
+    path.write_text(config_toml(kind, base_url, key_env))
+    gateway = start_gateway(tmp_path_factory.mktemp("gw"), "--config", str(path), env={key_env: "sk-upstream-e2e"})
+    try:
+        httpx.post(gateway.base_url + f"/platforms/{gateway.platform_id}/wallet/topup", json={"amount": 10},
+                   headers={"Authorization": f"Bearer {gateway.key}"}, timeout=30).raise_for_status()
+        yield gateway
+    finally:
+        gateway.stop()
+
+
 def raw_stream(gateway: Gateway, body: dict[str, Any]) -> bytes:
     """POST a streamed create with plain httpx and return every byte received."""
     with httpx.stream("POST", gateway.base_url + "/responses", json={**body, "stream": True}, timeout=30,
@@ -71,17 +87,8 @@ class UpstreamE2E(ToolLoopE2E):
         """(gateway, fake upstream) for this class, the gateway configured for the fake."""
         key_env = "ASSISTIV_E2E_" + cls.kind.upper().replace("-", "_") + "_KEY"
         with FakeServer(cls.fake.text_answer(DELTAS)) as fake:
-            path = tmp_path_factory.mktemp("config") / "gateway.toml"
-            path.write_text(config_toml(cls.kind, fake.url + "/v1", key_env))
-            gateway = start_gateway(tmp_path_factory.mktemp("gw"), "--config", str(path),
-                                    env={key_env: "sk-upstream-e2e"})
-            # The model is priced: fund the platform wallet so the pre-flight lets requests through.
-            httpx.post(gateway.base_url + f"/platforms/{gateway.platform_id}/wallet/topup", json={"amount": 10},
-                       headers={"Authorization": f"Bearer {gateway.key}"}, timeout=30).raise_for_status()
-            try:
+            with funded_gateway(tmp_path_factory, cls.kind, fake.url + "/v1", key_env) as gateway:
                 yield gateway, fake
-            finally:
-                gateway.stop()
 
     @pytest.fixture
     def gw(self, stack):
