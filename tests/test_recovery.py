@@ -156,15 +156,21 @@ def replay_verify(gw: Gateway) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
-def test_killed_gateway_requests_are_finished_billed_and_released_on_restart(tmp_path, upstream):
-    """kill -9 mid-stream; a restart fails both with gateway_restarted, bills emitted usage, frees holds; once only."""
+def killed_and_restarted(tmp_path, upstream, recover: bool) -> tuple[Gateway, Path, str, str, tuple]:
+    """A gateway killed (-9) with a streamed response and chat completion in flight, then started again:
+    (gateway, its config, end user id, end-user key, what kill_mid_stream returned)."""
     config_path = tmp_path / "gateway.toml"
-    config_path.write_text(config(upstream.url + "/v1", recover=True))
+    config_path.write_text(config(upstream.url + "/v1", recover=recover))
     gw = start_gateway(tmp_path / "gw", "--config", str(config_path))
     euid, eu_key = funded_end_user(gw)
-    response_id, chat_id, response_bytes, chat_bytes = kill_mid_stream(gw, euid, eu_key)
+    killed = kill_mid_stream(gw, euid, eu_key)
+    return restart(gw, config_path), config_path, euid, eu_key, killed
 
-    gw = restart(gw, config_path)
+
+def test_killed_gateway_requests_are_finished_billed_and_released_on_restart(tmp_path, upstream):
+    """kill -9 mid-stream; a restart fails both with gateway_restarted, bills emitted usage, frees holds; once only."""
+    gw, config_path, euid, eu_key, killed = killed_and_restarted(tmp_path, upstream, recover=True)
+    response_id, chat_id, response_bytes, chat_bytes = killed
     try:
         assert "Recovered 2 response(s)" in gw.log.read_text()
         response = api(gw, "GET", f"/responses/{response_id}", eu_key).json()
@@ -199,8 +205,8 @@ def test_killed_gateway_requests_are_finished_billed_and_released_on_restart(tmp
     for stream_id, received in ((response_id, response_bytes), (chat_id, chat_bytes)):
         replayed = subprocess.run([sys.executable, "-m", "replay", "--data-dir", str(gw.data_dir), "stream", stream_id],
                                   capture_output=True, cwd=ROOT, timeout=60)
-        # What the client got, then at most the closing of its open item (as for a client that left):
-        # the recovery's terminal event renders nothing, since the connection died with the process.
+        # What the client got before the crash: the recovery's append (closing items, the terminal
+        # event) renders nothing, since the connection died with the process.
         assert replayed.stdout.startswith(received)
         assert b"gateway_restarted" not in replayed.stdout and b"response.failed" not in replayed.stdout
 
@@ -217,13 +223,7 @@ def test_killed_gateway_requests_are_finished_billed_and_released_on_restart(tmp
 
 def test_recovery_switched_off_leaves_in_flight_requests_alone(tmp_path, upstream):
     """With [ledger] recover_in_flight = false a restart finishes nothing: the request stays in flight, held."""
-    config_path = tmp_path / "gateway.toml"
-    config_path.write_text(config(upstream.url + "/v1", recover=False))
-    gw = start_gateway(tmp_path / "gw", "--config", str(config_path))
-    euid, eu_key = funded_end_user(gw)
-    response_id, chat_id, _, _ = kill_mid_stream(gw, euid, eu_key)
-
-    gw = restart(gw, config_path)
+    gw, _, euid, eu_key, (response_id, chat_id, _, _) = killed_and_restarted(tmp_path, upstream, recover=False)
     try:
         assert api(gw, "GET", f"/responses/{response_id}", eu_key).json()["status"] == "in_progress"
         budget = api(gw, "GET", f"/platforms/{gw.platform_id}/end-users/{euid}/budget", gw.key).json()
