@@ -343,7 +343,8 @@ def test_period_start_is_the_utc_calendar_boundary():
     from projections.money import period_start
 
     rng = random.Random(7)
-    for at_s in [0, 86_399, 86_400, 951_782_400, 4_107_542_399] + [rng.randrange(0, 4_200_000_000) for _ in range(2000)]:
+    instants = [0, 86_399, 86_400, 951_782_400, 4_107_542_399] + [rng.randrange(0, 4_200_000_000) for _ in range(2000)]
+    for at_s in instants:
         moment = dt.datetime.fromtimestamp(at_s, dt.timezone.utc)
         day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
         assert period_start("daily", at_s, 5) == int(day.timestamp())

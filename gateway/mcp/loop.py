@@ -231,8 +231,8 @@ class McpLoop:
         if function is None:
             return None
         server = self.servers[function.server_label]
-        call = PendingCall(function, new_id("mcp"),
-                           needs_approval=not self.closed and server.needs_approval(function.tool, function.annotations))
+        needs_approval = not self.closed and server.needs_approval(function.tool, function.annotations)
+        call = PendingCall(function, new_id("mcp"), needs_approval=needs_approval)
         self.turn[provider_index] = call
         return call
 

@@ -3,7 +3,8 @@
 Management routes need a platform key of the platform in the path (an end-user key: 403;
 another platform: 404, so ids leak nothing). Every write is one atomic append
 (gateway.tenancy_commands) and answers once the projection has applied it, so a following
-read sees it. Key creates honour ``Idempotency-Key`` (gateway.idempotency). The end-user routes live in gateway.routes.end_users and register from here.
+read sees it. Key creates honour ``Idempotency-Key`` (gateway.idempotency). The end-user
+routes live in gateway.routes.end_users and register from here.
 """
 
 from __future__ import annotations
